@@ -1,0 +1,58 @@
+# Two commands do everything on a fresh Debian/Ubuntu machine:
+#   make book   builds the HTML book into _build/html
+#   make test   runs every test: helper unit tests, the notebooks under nbval, a strict book build
+# Each creates .venv, installs requirements.txt, and installs apt.txt's servers when it can.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NB     ?= notebooks
+JB_STRICT := -W -n --keep-going
+
+.PHONY: book test unit nbval test-spawn book-strict setup system-packages bench execute freeze clean
+
+book: setup
+	$(BIN)/jupyter-book build . $(JB_STRICT)
+	@echo "The book is in _build/html/index.html"
+
+test: setup
+	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --nbval $(NB)
+	$(BIN)/jupyter-book build . $(JB_STRICT)
+
+unit: setup
+	$(BIN)/python -m pytest
+
+nbval: setup
+	$(BIN)/python -m pytest --nbval $(NB)
+
+# The same notebooks with spawn as the default start method (as on macOS, Windows, Python 3.14).
+test-spawn: setup
+	BOOK_START_METHOD=spawn $(BIN)/python -m pytest --nbval $(NB)
+
+setup: $(STAMP) system-packages
+
+system-packages:
+	@scripts/ensure-system-packages
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+# Re-execute notebooks and store their outputs: make execute NB=notebooks/01-process-basics.ipynb
+execute: setup
+	for nb in $(if $(filter notebooks,$(NB)),notebooks/*.ipynb,$(NB)); do \
+	  (cd $$(dirname $$nb) && ../$(BIN)/jupyter execute --inplace $$(basename $$nb)) || exit 1; \
+	done
+
+# Re-pin requirements.txt from requirements.in in a scratch venv.
+freeze:
+	rm -rf /tmp/book-freeze && $(PYTHON) -m venv /tmp/book-freeze
+	/tmp/book-freeze/bin/python -m pip install --quiet -r requirements.in
+	{ sed -n '1,2p' requirements.txt; /tmp/book-freeze/bin/python -m pip freeze | grep -v '^-e'; echo '-e .'; } > requirements.txt.new
+	mv requirements.txt.new requirements.txt
+
+clean:
+	rm -rf _build

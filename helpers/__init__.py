@@ -1,0 +1,28 @@
+"""Helpers for the executable book *Python Concurrency & Caching*.
+
+Everything a child process runs lives in this package, so that every chapter
+works under the ``spawn`` start method (macOS, Windows, Python 3.14's default):
+a spawned child imports its target by module and name, and cannot find a
+function that was defined in a notebook cell.
+
+Setting the environment variable ``BOOK_START_METHOD`` (``fork``, ``spawn`` or
+``forkserver``) makes it the default start method of every process that
+imports this package; ``make test-spawn`` uses it to run the book under spawn.
+"""
+from __future__ import annotations
+
+import multiprocessing as _mp
+import os as _os
+
+__all__ = ["BOOK_START_METHOD"]
+
+BOOK_START_METHOD = _os.environ.get("BOOK_START_METHOD", "").strip() or None
+
+if BOOK_START_METHOD is not None:
+    if BOOK_START_METHOD not in _mp.get_all_start_methods():
+        raise ValueError(
+            f"BOOK_START_METHOD={BOOK_START_METHOD!r} is not available here; "
+            f"choose one of {_mp.get_all_start_methods()}"
+        )
+    if _mp.get_start_method(allow_none=True) != BOOK_START_METHOD:
+        _mp.set_start_method(BOOK_START_METHOD, force=True)

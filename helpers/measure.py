@@ -1,0 +1,105 @@
+"""Measure without guessing: a timer that keeps its value, and a run-details stamp.
+
+Used by every chapter that times something (01-16) and by ``make bench``.
+
+Numbers in this book are only meaningful next to the machine that produced
+them, so every plot and table carries :func:`run_details`: CPU count, Python
+version and build, platform, and the multiprocessing start method.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+
+__all__ = ["Timer", "run_details", "format_run_details", "stamp", "usable_cpus", "gil_enabled"]
+
+#: The prefix that the nbval sanitize file recognises; keep them in step.
+STAMP_PREFIX = "run details:"
+
+
+@dataclass
+class Timer:
+    """Wall-clock timer: ``with Timer() as t: ...`` then read ``t.elapsed`` (seconds).
+
+    ``elapsed`` is also readable while the block is still running.
+    """
+
+    start: float | None = None
+    end: float | None = None
+
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        self.end = None
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.end = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        if self.start is None:
+            raise RuntimeError("Timer was never started: use it as 'with Timer() as t:'")
+        return (self.end if self.end is not None else time.perf_counter()) - self.start
+
+    def __repr__(self) -> str:
+        state = "not started" if self.start is None else f"{self.elapsed:.4f} s"
+        return f"Timer({state})"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity-aware where the OS supports it)."""
+    if hasattr(os, "process_cpu_count"):  # Python 3.13+
+        count = os.process_cpu_count()
+    elif hasattr(os, "sched_getaffinity"):
+        count = len(os.sched_getaffinity(0))
+    else:
+        count = os.cpu_count()
+    return count or 1
+
+
+def gil_enabled() -> bool:
+    """False only on a free-threaded build (3.13t+) running with the GIL off."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def run_details() -> dict:
+    """The facts a timing depends on, as a dict."""
+    free_threaded_build = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    return {
+        "cpus": os.cpu_count() or 1,
+        "usable_cpus": usable_cpus(),
+        "python": platform.python_version() + ("t" if free_threaded_build else ""),
+        "implementation": platform.python_implementation(),
+        "gil": "on" if gil_enabled() else "off",
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "start_method": multiprocessing.get_start_method(allow_none=False),
+    }
+
+
+def format_run_details(details: dict | None = None) -> str:
+    """One line, starting with ``run details:``, for printing under a measurement."""
+    d = run_details() if details is None else details
+    if not isinstance(d, dict):
+        raise TypeError(f"details must be a dict from run_details(), got {type(d).__name__}")
+    return (
+        f"{STAMP_PREFIX} {d['cpus']} CPUs ({d['usable_cpus']} usable), "
+        f"{d['implementation']} {d['python']} (GIL {d['gil']}), {d['platform']}, "
+        f"start method {d['start_method']}"
+    )
+
+
+def stamp(ax, details: dict | None = None, fontsize: float = 7.5) -> None:
+    """Write the run details in small print under a matplotlib Axes."""
+    if not hasattr(ax, "annotate"):
+        raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
+    text = format_run_details(details).removeprefix(STAMP_PREFIX).strip()
+    ax.annotate(
+        text, xy=(0, 0), xycoords="figure fraction", xytext=(4, 3),
+        textcoords="offset points", fontsize=fontsize, color="0.35", va="bottom",
+    )
