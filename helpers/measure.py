@@ -95,11 +95,15 @@ def format_run_details(details: dict | None = None) -> str:
 
 
 def stamp(ax, details: dict | None = None, fontsize: float = 7.5) -> None:
-    """Write the run details in small print under a matplotlib Axes."""
-    if not hasattr(ax, "annotate"):
+    """Write the run details in small print at the foot of ``ax``'s figure.
+
+    The text is the figure's ``supxlabel``, so constrained layout makes room
+    for it below the axes' own labels (the layout is switched on if unset).
+    """
+    if not hasattr(ax, "figure") or not hasattr(ax, "annotate"):
         raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
     text = format_run_details(details).removeprefix(STAMP_PREFIX).strip()
-    ax.annotate(
-        text, xy=(0, 0), xycoords="figure fraction", xytext=(4, 3),
-        textcoords="offset points", fontsize=fontsize, color="0.35", va="bottom",
-    )
+    fig = ax.figure
+    if fig.get_layout_engine() is None:
+        fig.set_layout_engine("constrained")
+    fig.supxlabel(text, x=0.005, ha="left", fontsize=fontsize, color="0.35")

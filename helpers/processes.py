@@ -15,7 +15,7 @@ import tempfile
 import time
 from multiprocessing.process import BaseProcess
 
-from .workloads import _check_int, _check_seconds, timed_task
+from .workloads import _check_int, _check_seconds, square, timed_task
 
 __all__ = [
     "describe_self",
@@ -29,6 +29,7 @@ __all__ = [
     "capture_child_stderr",
     "child_error_line",
     "join_all",
+    "put_squares",
 ]
 
 MAX_LIFETIME = 120.0  # seconds: no helper child lives longer than this
@@ -75,7 +76,7 @@ def wait_up_to(seconds: float, ignore_sigterm: bool = False, ready=None) -> None
 
 
 def clock(out, interval: float = 1.0, max_ticks: int = 5, stop=None) -> None:
-    """The seed's clock, made safe: tick every ``interval`` s, at most ``max_ticks`` times.
+    """The original material's clock, made safe: tick every ``interval`` s, at most ``max_ticks`` times.
 
     Each tick is a ``time.time()`` value put on ``out``; ``None`` follows the
     last one. Setting the ``stop`` Event ends the clock early, between ticks.
@@ -97,18 +98,19 @@ def clock(out, interval: float = 1.0, max_ticks: int = 5, stop=None) -> None:
 class ClockProcess(mp.Process):
     """The clock as a ``Process`` subclass: the work is in :meth:`run`.
 
-    ``ClockProcess(interval, max_ticks, ctx=None)`` creates its own queue and
-    stop event from ``ctx`` (default: the default context), so one object holds
-    everything the parent needs: ``start()``, ``stop()``, ``ticks(timeout)``.
+    ``ClockProcess(interval, max_ticks)`` holds everything the parent needs:
+    ``start()``, ``stop()`` and ``ticks(timeout)``. Like every subclass of
+    ``multiprocessing.Process``, it starts with the default start method; a
+    script chooses that with ``multiprocessing.set_start_method`` inside its
+    ``if __name__ == "__main__":`` block.
     """
 
-    def __init__(self, interval: float = 1.0, max_ticks: int = 5, ctx=None) -> None:
+    def __init__(self, interval: float = 1.0, max_ticks: int = 5) -> None:
         super().__init__(name="clock")
         self.interval = _check_seconds("interval", interval, 10.0)
         self.max_ticks = _check_int("max_ticks", max_ticks, 1, 1000)
-        ctx = ctx or mp.get_context()
-        self.out = ctx.Queue()
-        self.stop_event = ctx.Event()
+        self.out = mp.Queue()
+        self.stop_event = mp.Event()
 
     def run(self) -> None:  # runs in the child
         clock(self.out, self.interval, self.max_ticks, self.stop_event)
@@ -151,24 +153,30 @@ class _Captured:
 
 @contextlib.contextmanager
 def capture_child_stderr():
-    """Send file descriptor 2 to a temporary file while the block runs.
+    """Send stderr to a temporary file while the block runs; the text is in ``.text`` after.
 
-    Child processes started inside the block write their tracebacks there,
-    so the notebook can show them as ordinary, checked output. (In Jupyter,
-    a child's raw stderr is forwarded to the page; under nbval it is lost.)
-    The text is in ``.text`` after the block ends.
+    Both layers are redirected: file descriptor 2, which a spawned child (a new
+    interpreter) writes to, and ``sys.stderr``, the object a forked child inherits.
+    (In Jupyter, a forked child's ``sys.stderr`` is the kernel's own stream, which
+    forwards to the page; under nbval that output would be lost.) Children started
+    inside the block write their tracebacks to the file, so a notebook can show
+    them as ordinary, checked output.
     """
     captured = _Captured()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved_fd = os.dup(2)
+    saved_stream = sys.stderr
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         os.dup2(tmp.fileno(), 2)
+        sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")
         try:
             yield captured
         finally:
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+            sys.stderr.close()
+            sys.stderr = saved_stream
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
             tmp.seek(0)
             captured.text = tmp.read().decode(errors="replace")
 
@@ -198,3 +206,11 @@ def join_all(processes: list[BaseProcess], timeout: float = 30.0) -> list[int | 
     if stuck:
         raise TimeoutError(f"still running after {timeout} s, terminated: {[p.name for p in stuck]}")
     return [p.exitcode for p in processes]
+
+
+def put_squares(out, numbers: list[int]) -> None:
+    """Put ``n * n`` on ``out`` for each number (the chapter 01 exercise's target)."""
+    if isinstance(numbers, (str, bytes)) or not hasattr(numbers, "__iter__"):
+        raise TypeError(f"numbers must be a list of numbers, got {type(numbers).__name__}")
+    for n in numbers:
+        out.put(square(n))

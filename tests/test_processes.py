@@ -4,7 +4,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from helpers.processes import (
     exit_with, fail_with, join_all, record_task, wait_up_to,
 )
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "helpers" / "scripts"
 METHODS = [m for m in ("fork", "spawn") if m in mp.get_all_start_methods()]
 
 
@@ -31,16 +35,14 @@ def test_describe_self_and_exit_codes(method):
     assert info["ppid"] == os.getpid() and info["pid"] == p.pid
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_clock_process_is_bounded_and_stoppable(method):
-    ctx = mp.get_context(method)
-    bounded = ClockProcess(interval=0.01, max_ticks=3, ctx=ctx)
+def test_clock_process_is_bounded_and_stoppable():
+    bounded = ClockProcess(interval=0.01, max_ticks=3)
     bounded.start()
     ticks = bounded.ticks(timeout=30)
     bounded.join(10)
     assert len(ticks) == 3 and ticks == sorted(ticks) and bounded.exitcode == 0
 
-    stoppable = ClockProcess(interval=5.0, max_ticks=100, ctx=ctx)
+    stoppable = ClockProcess(interval=5.0, max_ticks=100)
     stoppable.start()
     first = collect(stoppable.out, count=1, timeout=30)
     began = time.monotonic()
@@ -122,3 +124,29 @@ def test_collect_times_out():
 def test_bad_arguments(call, error):
     with pytest.raises(error):
         call()
+
+
+def run_script(name: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPTS / name)], capture_output=True, text=True, timeout=90)
+
+
+def test_guarded_clock_script_runs_under_spawn():
+    result = run_script("clock_script.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("3 ticks over") and "exit code 0" in result.stdout
+    assert result.stderr == ""
+
+
+def test_unguarded_clock_script_fails_with_the_bootstrapping_error():
+    result = run_script("clock_unguarded.py")
+    assert result.returncode != 0
+    assert "bootstrapping phase" in result.stderr and "TimeoutError" in result.stderr
+
+
+def test_daemon_child_dies_with_its_parent():
+    import psutil
+    result = run_script("daemon_script.py")
+    assert result.returncode == 0, result.stderr
+    pid = int(result.stdout.split("pid ")[1].split()[0])
+    time.sleep(0.2)
+    assert not psutil.pid_exists(pid)
