@@ -8,6 +8,8 @@ function that was defined in a notebook cell.
 Setting the environment variable ``BOOK_START_METHOD`` (``fork``, ``spawn`` or
 ``forkserver``) makes it the default start method of every process that
 imports this package; ``make test-spawn`` uses it to run the book under spawn.
+The variable is then removed from ``os.environ``, so that a script the notebook
+runs as a subprocess still chooses its own start method, as it would anywhere.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import os as _os
 
 __all__ = ["BOOK_START_METHOD"]
 
-BOOK_START_METHOD = _os.environ.get("BOOK_START_METHOD", "").strip() or None
+BOOK_START_METHOD = _os.environ.pop("BOOK_START_METHOD", "").strip() or None
 
 if BOOK_START_METHOD is not None:
     if BOOK_START_METHOD not in _mp.get_all_start_methods():
