@@ -82,17 +82,13 @@ def _leftovers(before: dict) -> list[str]:
         except psutil.Error:
             continue  # exited meanwhile
         lines.append(f"{what} pid {pid}: {cmd}")
+    # Ports count when this session's own processes hold them: pytest, its descendants
+    # (kernels, pools, servers) and the servers found above. Other programs on the machine
+    # may open ports meanwhile; they are not ours to judge.
+    ours = {os.getpid()} | {c.pid for c in me.children(recursive=True)} | set(found)
     for (ip, port), pid in sorted(_listening_ports().items(), key=lambda kv: kv[0][1]):
-        if (ip, port) in before["ports"]:
+        if (ip, port) in before["ports"] or pid not in ours:
             continue
-        owner = None
-        if pid is not None:
-            try:
-                owner = psutil.Process(pid)
-                if owner.create_time() < before["time"] - 1 and pid != os.getpid():
-                    continue  # an older program opened a new port: not ours
-            except psutil.Error:
-                continue
         lines.append(f"listening port {ip}:{port} (pid {pid})")
     return lines
 
