@@ -2,9 +2,9 @@
 
 * ``pytest --nbval notebooks/...`` uses the shared sanitize file and a cell
   timeout without having to name them on the command line.
-* At the end of the session, any child process, redis-server or memcached, or
-  listening TCP port that appeared during the run and is still there fails the
-  run, with a list of what outlived it.
+* At the end of the session, any child process, redis-server or memcached,
+  listening TCP port, or /dev/shm semaphore or shared-memory segment that appeared
+  during the run and is still there fails the run, with a list of what outlived it.
 """
 from __future__ import annotations
 
@@ -22,9 +22,37 @@ SERVER_NAMES = {"redis-server", "memcached"}
 GRACE = 5.0  # seconds a process may take to finish exiting after the last test
 # multiprocessing's own helpers live exactly as long as pytest itself and exit with it.
 EXPECTED_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+SHM = Path("/dev/shm")
+# Named semaphores and shared-memory segments that multiprocessing creates there.
+SHM_PREFIXES = ("sem.mp-", "psm_", "wnsm_")
+
+
+def _shm_names() -> set[str]:
+    if not SHM.is_dir():
+        return set()
+    return {name for name in os.listdir(SHM) if name.startswith(SHM_PREFIXES)}
+
+
+def _stop_kernel_gracefully(self) -> None:
+    """nbval's RunningKernel.stop, but asking the kernel to exit instead of killing it.
+
+    nbval kills the kernel (``shutdown_kernel(now=True)``), which also kills the kernel's
+    multiprocessing resource tracker before it can unlink the named semaphores and
+    shared-memory segments it tracks: they would pile up in /dev/shm. A shutdown request
+    lets the kernel run its exit handlers; jupyter_client still kills it after a timeout.
+    """
+    self.kc.stop_channels()
+    self.km.shutdown_kernel(now=False)
+    del self.km
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    try:
+        from nbval.kernel import RunningKernel
+    except ImportError:  # nbval not installed: nothing to adjust
+        pass
+    else:
+        RunningKernel.stop = _stop_kernel_gracefully
     option = config.option
     if getattr(option, "nbval", False) or getattr(option, "nbval_lax", False):
         if not getattr(option, "nbval_sanitize_with", None):
@@ -55,6 +83,7 @@ def _snapshot() -> dict:
         "children": {p.pid for p in me.children(recursive=True)},
         "servers": servers,
         "ports": set(_listening_ports()),
+        "shm": _shm_names(),
         "time": time.time(),
     }
 
@@ -90,6 +119,8 @@ def _leftovers(before: dict) -> list[str]:
         if (ip, port) in before["ports"] or pid not in ours:
             continue
         lines.append(f"listening port {ip}:{port} (pid {pid})")
+    for name in sorted(_shm_names() - before["shm"]):
+        lines.append(f"shared memory or semaphore {SHM / name}")
     return lines
 
 

@@ -6,6 +6,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,3 +51,15 @@ def test_a_clean_session_passes(tmp_path):
     """)
     assert result.returncode == 0, result.stdout
     assert "LEFTOVERS" not in result.stdout
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="POSIX shared memory lives in /dev/shm on Linux")
+def test_a_leaked_shared_memory_segment_fails_the_session(tmp_path):
+    result = run_inner_session(tmp_path, """
+        from multiprocessing import shared_memory
+        held = []
+        def test_leaks():
+            held.append(shared_memory.SharedMemory(create=True, size=64))
+    """)
+    assert result.returncode == 1, result.stdout
+    assert "shared memory or semaphore /dev/shm/psm_" in result.stdout
