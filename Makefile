@@ -41,6 +41,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
+# Benchmarks: separate from the tests, since speed targets flake on a busy machine.
+# Each script prints a table with its targets and writes bench/<name>.json.
+bench: setup
+	$(BIN)/python bench/process_pool.py
+
 # Re-execute notebooks and store their outputs: make execute NB=notebooks/01-process-basics.ipynb
 execute: setup
 	for nb in $(if $(filter notebooks,$(NB)),notebooks/*.ipynb,$(NB)); do \
