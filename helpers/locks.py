@@ -29,6 +29,7 @@ __all__ = [
     "add_many",
     "deposit",
     "deposit_all",
+    "take_two_locks",
     "hold_lock",
     "use_resource",
     "grab_two",
@@ -208,6 +209,37 @@ def use_resource(out: Any, semaphore: Any, task: int, seconds: float = 0.3,
 
 # --- two locks: deadlock and lock ordering -----------------------------------------
 
+def take_two_locks(first: Any, second: Any, rounds: int, *, timeout: float,
+                   meet: Any = None, patience: float = 30.0) -> int:
+    """Take ``first``, then ``second``, ``rounds`` times; return how many rounds got both.
+
+    The second lock is waited for at most ``timeout`` seconds, so a deadlock
+    becomes a missed round instead of a hang. ``meet`` is a Barrier (from
+    ``threading`` or ``multiprocessing``: both work) that every worker reaches
+    while holding its first lock, and again after trying its second.
+    ``patience`` bounds the other waits. Chapters 02 (processes) and 06
+    (threads) both run this same loop.
+    """
+    got_both = 0
+    for _ in range(rounds):
+        if not first.acquire(timeout=patience):
+            continue
+        try:
+            if meet is not None:
+                meet.wait(patience)  # everyone holds a first lock now
+            got = second.acquire(timeout=timeout)
+            try:
+                if meet is not None:
+                    meet.wait(patience)  # everyone has tried a second lock
+                got_both += got
+            finally:
+                if got:
+                    second.release()
+        finally:
+            first.release()
+    return got_both
+
+
 def grab_two(out: Any, name: str, first: Any, second: Any, *, timeout: float = 0.5,
              rounds: int = 1, meet: Any = None, start: Any = None) -> None:
     """Take ``first``, then ``second`` (with a timeout), ``rounds`` times.
@@ -229,23 +261,7 @@ def grab_two(out: Any, name: str, first: Any, second: Any, *, timeout: float = 0
     barrier_timeout = timeout + 30.0  # the other worker may spend `timeout` failing first
     if start is not None:
         _wait_at(start, barrier_timeout)
-    got_both = 0
-    for _ in range(rounds):
-        if not first.acquire(timeout=timeout):
-            continue
-        try:
-            if meet is not None:
-                meet.wait(barrier_timeout)  # everyone holds a first lock now
-            got = second.acquire(timeout=timeout)
-            try:
-                if meet is not None:
-                    meet.wait(barrier_timeout)  # everyone has tried a second lock
-                got_both += got
-            finally:
-                if got:
-                    second.release()
-        finally:
-            first.release()
+    got_both = take_two_locks(first, second, rounds, timeout=timeout, meet=meet, patience=barrier_timeout)
     out.put({"worker": name, "rounds": rounds, "got_both": got_both})
 
 

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
+from .locks import take_two_locks
 from .timeline import TaskRecord
 from .workloads import _check_int, _check_seconds
 
@@ -376,24 +377,7 @@ def two_locks(ordered: bool, *, rounds: int = 1, timeout: float = 0.3) -> dict[s
     wait_limit = timeout + 10.0  # the other worker may spend `timeout` failing first
 
     def worker(first: Any, second: Any) -> int:
-        got_both = 0
-        for _ in range(rounds):
-            if not first.acquire(timeout=wait_limit):
-                continue
-            try:
-                if meet is not None:
-                    meet.wait(wait_limit)  # both hold a first lock now
-                got = second.acquire(timeout=timeout)
-                try:
-                    if meet is not None:
-                        meet.wait(wait_limit)  # both have tried their second lock
-                    got_both += got
-                finally:
-                    if got:
-                        second.release()
-            finally:
-                first.release()
-        return got_both
+        return take_two_locks(first, second, rounds, timeout=timeout, meet=meet, patience=wait_limit)
 
     order_two = (lock_a, lock_b) if ordered else (lock_b, lock_a)
     one, two = _run_threads([("one", lambda: worker(lock_a, lock_b)),
