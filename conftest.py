@@ -99,10 +99,14 @@ def _leftovers(before: dict) -> list[str]:
             except psutil.Error:
                 continue
             found[child.pid] = "child process"
-    for proc in psutil.process_iter(["name", "create_time"]):
+    # A server that is not our descendant counts only when it was orphaned (its parent, the
+    # kernel or test that started it, died) after the session began. Other people's servers
+    # on the same machine still have their parent and are not ours to judge or to stop.
+    for proc in psutil.process_iter(["name", "create_time", "ppid"]):
         info = proc.info
         if info["name"] in SERVER_NAMES and proc.pid not in before["servers"]:
-            if (info["create_time"] or 0) >= before["time"] - 1:
+            orphaned = info["ppid"] in (0, 1) or not psutil.pid_exists(info["ppid"])
+            if orphaned and (info["create_time"] or 0) >= before["time"] - 1:
                 found[proc.pid] = "server"
     lines = []
     for pid, what in sorted(found.items()):
