@@ -42,9 +42,11 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # Benchmarks: separate from the tests, since speed targets flake on a busy machine.
-# Each script prints a table with its targets and writes bench/<name>.json.
+# Each bench/<name>.py prints a table with its targets and writes bench/<name>.json;
+# run_all.py runs them one after another and writes bench/results.md, which the book shows.
+# One benchmark only: make bench BENCH=process_pool
 bench: setup
-	$(BIN)/python bench/process_pool.py
+	$(BIN)/python bench/run_all.py $(if $(BENCH),--only $(BENCH))
 
 # Re-execute notebooks and store their outputs: make execute NB=notebooks/01-process-basics.ipynb
 execute: setup

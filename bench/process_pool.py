@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"SKIP {workers} workers >= {target:.2f}× serial: only {args.max_workers} worker(s) run")
             continue
         ok = point.speedup >= target
-        checks.append({"workers": workers, "target": target, "speedup": point.speedup, "pass": ok})
+        checks.append({"check": f"{workers} workers vs serial (speedup)", "target": target,
+                       "value": point.speedup, "pass": ok})
         print(f"{'PASS' if ok else 'FAIL'} {workers} workers >= {target:.2f}× serial: {point.speedup:.2f}×")
     print(format_run_details())
 
