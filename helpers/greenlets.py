@@ -418,10 +418,31 @@ def time_thread_start(n: int = 500, timeout: float = 5.0) -> float:
 
 
 def unfinished_greenlets() -> list[greenlet.greenlet]:
-    """Every greenlet object that still exists and is not dead, except each thread's main one.
+    """This thread's greenlets that still exist and are not dead, except its main one.
 
-    That is: started and paused somewhere, or created and never started.
+    That is: started and paused somewhere, or created and never started. gevent's hub
+    (alive by design until its thread ends) is not counted, nor are greenlets of other
+    threads, such as those of gevent's own thread pool; any other gevent greenlet is.
     """
     gc.collect()
+    hub_type = _gevent_hub_type()
+    here = _root(greenlet.getcurrent())
     return [g for g in gc.get_objects()
-            if isinstance(g, greenlet.greenlet) and not g.dead and g.parent is not None]
+            if isinstance(g, greenlet.greenlet) and not g.dead and g.parent is not None
+            and _root(g) is here
+            and not (hub_type is not None and isinstance(g, hub_type))]
+
+
+def _root(g: greenlet.greenlet) -> greenlet.greenlet:
+    """The main greenlet of the thread that ``g`` belongs to (the end of its parent chain)."""
+    while g.parent is not None:
+        g = g.parent
+    return g
+
+
+def _gevent_hub_type() -> type | None:
+    """gevent's Hub class if gevent is already imported (never import it just to check)."""
+    import sys
+
+    hub_module = sys.modules.get("gevent.hub")
+    return getattr(hub_module, "Hub", None)
