@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     for workers, target in TARGETS.items():
         point = next(p for p in points if p.workers == workers)
         ok = point.speedup >= target
-        checks.append({"workers": workers, "target": target, "speedup": point.speedup, "pass": ok})
+        checks.append({"check": f"{workers} workers vs serial (speedup)", "target": target,
+                       "value": point.speedup, "pass": ok})
         print(f"{'PASS' if ok else 'FAIL'} {workers} workers >= {target:.0f}× serial: {point.speedup:.2f}×")
     if errors:
         print(f"server-side request errors: {errors}")
