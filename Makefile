@@ -10,16 +10,23 @@ STAMP  := $(VENV)/.installed
 NB     ?= notebooks
 JB_STRICT := -W -n --keep-going
 
-.PHONY: book test unit nbval test-spawn book-strict setup system-packages bench execute freeze clean
+.PHONY: book test unit nbval test-spawn check-html browser-packages setup system-packages bench execute freeze clean
 
 book: setup
 	$(BIN)/jupyter-book build . $(JB_STRICT)
 	@echo "The book is in _build/html/index.html"
 
-test: setup
+test: setup browser-packages
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --nbval $(NB)
 	$(BIN)/jupyter-book build . $(JB_STRICT)
+	$(BIN)/python -m pytest browser_tests
+
+# The built book in headless Chromium: every page loads, with its title, outputs, images
+# and launch button, and no console errors but offline CDN loads. Screenshots: _build/screenshots/.
+check-html: setup browser-packages
+	$(BIN)/jupyter-book build . $(JB_STRICT)
+	$(BIN)/python -m pytest browser_tests
 
 unit: setup
 	$(BIN)/python -m pytest
@@ -35,6 +42,11 @@ setup: $(STAMP) system-packages
 
 system-packages:
 	@scripts/ensure-system-packages
+
+# Chromium for the browser check. Not in apt.txt, which Binder also reads: Ubuntu's chromium
+# package is a snap wrapper that cannot install in Binder's image, and readers don't need it.
+browser-packages:
+	@scripts/ensure-system-packages apt-check.txt
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
