@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 NB     ?= notebooks
 JB_STRICT := -W -n --keep-going
 
-.PHONY: book test unit nbval test-spawn check-html browser-packages setup system-packages bench execute freeze clean
+.PHONY: book test unit nbval test-spawn check-html check-binder browser-packages setup system-packages bench execute freeze clean
 
 book: setup
 	$(BIN)/jupyter-book build . $(JB_STRICT)
@@ -34,6 +34,10 @@ unit: setup
 nbval: setup
 	$(BIN)/python -m pytest --nbval $(NB)
 
+# Binder as it really runs: an ordinary user, a fresh venv from requirements.txt, the whole nbval suite.
+check-binder:
+	scripts/check-binder
+
 # The same notebooks with spawn as the default start method (as on macOS, Windows, Python 3.14).
 test-spawn: setup
 	BOOK_START_METHOD=spawn $(BIN)/python -m pytest --nbval $(NB)
@@ -49,7 +53,9 @@ browser-packages:
 	@scripts/ensure-system-packages apt-check.txt
 
 $(STAMP): requirements.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# Debian and Ubuntu ship venv separately (python3-venv): install it if venv creation fails.
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  scripts/ensure-system-packages --packages python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
