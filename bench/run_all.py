@@ -28,7 +28,8 @@ from helpers.measure import format_run_details, run_details  # noqa: E402
 
 #: Run first: the CPU-sensitive benchmarks. Last: the one that starts 10,000 threads, which
 #: leaves the machine busy tearing them down for a while afterwards.
-ORDER = ["process_pool", "thread_pool", "memcached_get_many", "redis_pipeline", "coroutine_sleeps"]
+ORDER = ["process_pool", "thread_pool", "memcached_get_many", "redis_pipeline", "engines_overhead",
+         "coroutine_sleeps"]
 SETTLE = 3.0  # seconds of rest between benchmarks
 
 

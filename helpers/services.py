@@ -39,6 +39,7 @@ __all__ = [
     "port_is_free",
     "running_services",
     "stop_all",
+    "die_with_parent",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -117,7 +118,7 @@ def _ping(kind: str, host: str, port: int, timeout: float = 0.5) -> bool:
     return reply.startswith(expected)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux only: ask the kernel to SIGTERM the server if its parent dies."""
     try:
         import ctypes
@@ -242,7 +243,7 @@ def _launch(kind: str, build_command, port: int | None, timeout: float) -> Servi
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
         finally:
             log.close()
