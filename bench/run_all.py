@@ -52,6 +52,8 @@ def markdown_table(results: list[dict]) -> str:
         if bench.get("error"):
             lines.append(f"| {bench['benchmark']} | did not run: {bench['error']} | | | FAIL |")
             continue
+        if not bench["targets"]:
+            lines.append(f"| {bench['benchmark']} | a report, with no target: see its own table | | | n/a |")
         for t in bench["targets"]:
             lines.append(f"| {bench['benchmark']} | {t['check']} | {fmt(t['target'])} | "
                          f"{fmt(t['value'])} | {'pass' if t['pass'] else 'FAIL'} |")
