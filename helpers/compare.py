@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
+from .measure import peak_memory_kib
 from .workloads import count_primes_in_range
 
 __all__ = [
@@ -108,25 +109,6 @@ def _check_url(url: Any) -> str:
 # --------------------------------------------------------------------------- measuring
 
 
-def peak_memory_kib() -> int:
-    """This process's peak resident memory (high-water mark) in KiB.
-
-    On Linux: ``VmHWM`` from /proc/self/status (``ru_maxrss`` there also keeps
-    the parent's size at fork time, which survives exec). Elsewhere: ``ru_maxrss``.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    try:
-        import resource  # not on Windows
-    except ImportError:
-        return 0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB on Linux
 
 
 def _cpu_seconds() -> float:

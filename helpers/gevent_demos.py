@@ -20,7 +20,7 @@ run as subprocesses.
   its clients, every echo checked.
 * :func:`sleep_many` (run inside a child process) and :func:`measure_sleeps`
   (run a child and read its JSON): many concurrent sleeps under gevent, asyncio
-  or threads, with wall time and peak memory (``ru_maxrss``).
+  or threads, with wall time and peak memory (``helpers.measure.peak_memory_kib``).
 * :func:`unfinished_gevent_greenlets` lists gevent greenlets not yet dead.
 
 Workers return values; nothing here prints.
@@ -47,6 +47,7 @@ import gevent.queue
 import gevent.server
 import gevent.socket
 
+from helpers.measure import peak_memory_kib
 from helpers.timeline import TaskRecord
 
 __all__ = [
@@ -444,27 +445,6 @@ def run_echo_clients(address: tuple[str, int], clients: int, timeout: float = 10
 SLEEP_KINDS = ("gevent", "asyncio", "threads", "threads-gated")
 
 
-def _maxrss_kib() -> int:
-    """This process's peak resident memory in KiB.
-
-    On Linux this is ``VmHWM`` from /proc/self/status: ``ru_maxrss`` there also
-    counts the parent's memory at the moment it forked this process (the value
-    survives exec), so a child of a big Jupyter kernel would report the kernel's
-    size. Elsewhere it is ``ru_maxrss``.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    try:
-        import resource  # not on Windows
-    except ImportError:
-        return 0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB on Linux
 
 
 def _sleep_gevent(n: int, delay: float, timeout: float) -> tuple[int, int, str]:
@@ -552,7 +532,7 @@ def sleep_many(kind: str, n: int, delay: float = 0.1, timeout: float = 30.0) -> 
     n = _check_int("n", n, maximum=MAX_TASKS)
     delay, timeout = _check_seconds("delay", delay, maximum=5.0), _check_seconds("timeout", timeout)
     gc.collect()
-    baseline = _maxrss_kib()
+    baseline = peak_memory_kib()
     start = time.perf_counter()
     if kind == "gevent":
         completed, peak, error = _sleep_gevent(n, delay, timeout)
@@ -562,7 +542,7 @@ def sleep_many(kind: str, n: int, delay: float = 0.1, timeout: float = 30.0) -> 
         completed, peak, error = _sleep_threads(n, delay, timeout, gated=(kind == "threads-gated"))
     elapsed = time.perf_counter() - start
     return {"kind": kind, "n": n, "delay": delay, "elapsed": elapsed, "completed": completed,
-            "peak_concurrent": peak, "baseline_kib": baseline, "maxrss_kib": _maxrss_kib(),
+            "peak_concurrent": peak, "baseline_kib": baseline, "maxrss_kib": peak_memory_kib(),
             "error": error}
 
 

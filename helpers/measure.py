@@ -16,7 +16,8 @@ import sysconfig
 import time
 from dataclasses import dataclass
 
-__all__ = ["Timer", "run_details", "format_run_details", "stamp", "usable_cpus", "gil_enabled"]
+__all__ = ["Timer", "run_details", "format_run_details", "stamp", "usable_cpus", "gil_enabled",
+           "peak_memory_kib"]
 
 #: The prefix that the nbval sanitize file recognises; keep them in step.
 STAMP_PREFIX = "run details:"
@@ -107,3 +108,29 @@ def stamp(ax, details: dict | None = None, fontsize: float = 7.5) -> None:
     if fig.get_layout_engine() is None:
         fig.set_layout_engine("constrained")
     fig.supxlabel(text, x=0.005, ha="left", fontsize=fontsize, color="0.35")
+
+
+def peak_memory_kib() -> int:
+    """This process's peak resident memory (high-water mark) in KiB.
+
+    On Linux this is ``VmHWM`` from /proc/self/status: ``ru_maxrss`` there also
+    counts the parent's memory at the moment it forked this process (the value
+    survives exec), so a child of a big Jupyter kernel would report the kernel's
+    size. Elsewhere it is ``ru_maxrss`` (bytes on macOS, KiB on other systems),
+    and on Windows psutil's peak working set.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        import psutil
+
+        return psutil.Process().memory_info().peak_wset // 1024
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss // 1024 if sys.platform == "darwin" else rss

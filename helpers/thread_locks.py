@@ -24,6 +24,7 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from .locks import take_two_locks
+from .threads import run_named_threads
 from .timeline import TaskRecord
 from .workloads import _check_int, _check_seconds
 
@@ -64,37 +65,8 @@ def _check_bool(name: str, value: Any) -> bool:
 
 
 def _run_threads(bodies: Sequence[tuple[str, Callable[[], Any]]], timeout: float) -> list[Any]:
-    """Run each ``(name, body)`` in its own thread; join all; return the bodies' results in order.
-
-    An exception in a body is kept and re-raised here (as RuntimeError, chained),
-    never left to ``threading.excepthook``. Threads still running after
-    ``timeout`` seconds raise TimeoutError.
-    """
-    results: list[Any] = [None] * len(bodies)
-    errors: list[tuple[str, BaseException]] = []
-
-    def wrap(index: int, name: str, body: Callable[[], Any]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                results[index] = body()
-            except BaseException as error:  # kept for the caller, never printed by the thread
-                errors.append((name, error))
-        return run
-
-    threads = [threading.Thread(target=wrap(i, name, body), name=THREAD_PREFIX + name, daemon=True)
-               for i, (name, body) in enumerate(bodies)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    stuck = [t.name for t in threads if t.is_alive()]
-    if stuck:
-        raise TimeoutError(f"threads still running after {timeout} s: {stuck}")
-    if errors:
-        name, error = errors[0]
-        raise RuntimeError(f"thread {THREAD_PREFIX + name} failed: {error!r}") from error
-    return results
+    """:func:`helpers.threads.run_named_threads`, with this chapter's thread-name prefix."""
+    return run_named_threads(bodies, timeout, prefix=THREAD_PREFIX)
 
 
 def _record(task: int | str, start: float, end: float, result: Any = None) -> TaskRecord:

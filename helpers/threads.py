@@ -29,13 +29,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .timeline import TaskRecord
 from .workloads import timed_task
 
 __all__ = [
     "SHARED_LIST",
+    "run_named_threads",
     "append_shared",
     "reset_shared",
     "describe_thread",
@@ -362,3 +363,39 @@ def format_gil_table(runs: Sequence[GilRun]) -> str:
         lines.append(f"| {r.task} | {r.kind} | {r.workers} | {r.elapsed:.2f} s | "
                      f"{baseline[r.task] / r.elapsed:.2f}× |")
     return "\n".join(lines)
+
+
+def run_named_threads(bodies: Sequence[tuple[str, Callable[[], Any]]], timeout: float,
+                      prefix: str = "") -> list[Any]:
+    """Run each ``(name, body)`` in its own thread; join all; return the bodies' results in order.
+
+    An exception in a body is kept and re-raised here (as RuntimeError, chained),
+    never left to ``threading.excepthook``. Threads still running after
+    ``timeout`` seconds raise TimeoutError. Each thread is named ``prefix + name``,
+    so a chapter can find its own threads (chapters 06 and 08 use this).
+    """
+    results: list[Any] = [None] * len(bodies)
+    errors: list[tuple[str, BaseException]] = []
+
+    def wrap(index: int, name: str, body: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                results[index] = body()
+            except BaseException as error:  # kept for the caller, never printed by the thread
+                errors.append((name, error))
+        return run
+
+    threads = [threading.Thread(target=wrap(i, name, body), name=prefix + name, daemon=True)
+               for i, (name, body) in enumerate(bodies)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threads if t.is_alive()]
+    if stuck:
+        raise TimeoutError(f"threads still running after {timeout} s: {stuck}")
+    if errors:
+        name, error = errors[0]
+        raise RuntimeError(f"thread {prefix + name} failed: {error!r}") from error
+    return results

@@ -15,30 +15,14 @@ import platform
 import sys
 import time
 
+from helpers.measure import peak_memory_kib
+
 MAX_TASKS = 200_000
 
 
 def peak_rss_mib() -> float:
-    """The most resident memory this process has used so far, in MiB.
-
-    On Linux this is ``VmHWM`` from ``/proc/self/status``: ``getrusage``'s
-    ``ru_maxrss`` would also count the parent's memory, which survives into a
-    child started by fork or vfork and then exec (as ``subprocess`` does).
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**10  # kB
-    except OSError:
-        pass
-    try:
-        import resource
-    except ImportError:  # Windows: psutil reports the peak working set there
-        import psutil
-        return psutil.Process().memory_info().peak_wset / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+    """The most resident memory this process has used so far, in MiB (see helpers.measure)."""
+    return peak_memory_kib() / 2**10
 
 
 def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
