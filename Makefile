@@ -10,7 +10,10 @@ STAMP  := $(VENV)/.installed
 NB     ?= notebooks
 JB_STRICT := -W -n --keep-going
 
-.PHONY: book test unit nbval test-spawn check-html check-binder browser-packages setup system-packages bench execute freeze clean
+# test-matrix reads these from make's command line or the environment.
+export PYTHONS START_METHODS COMBOS MATRIX_JOBS MATRIX_FRESH
+
+.PHONY: book test unit nbval test-spawn test-matrix check-html check-binder browser-packages setup system-packages bench execute freeze clean
 
 book: setup
 	$(BIN)/jupyter-book build . $(JB_STRICT)
@@ -38,9 +41,16 @@ nbval: setup
 check-binder:
 	scripts/check-binder
 
-# The same notebooks with spawn as the default start method (as on macOS, Windows, Python 3.14).
+# The same notebooks with spawn as the default start method (as on macOS and Windows).
 test-spawn: setup
 	BOOK_START_METHOD=spawn $(BIN)/python -m pytest --nbval $(NB)
+
+# Unit tests and notebooks under each Python (3.11, 3.12, 3.13) and start method (fork, spawn,
+# forkserver), each Python in a venv of its own under .venv-matrix/. Choose a subset with
+# PYTHONS="3.12 3.13", START_METHODS=spawn, or pairs with COMBOS="3.12:spawn 3.13:forkserver";
+# MATRIX_JOBS=2 runs two at a time. Summary and logs: _build/matrix/.
+test-matrix: system-packages
+	$(PYTHON) scripts/test-matrix
 
 setup: $(STAMP) system-packages
 

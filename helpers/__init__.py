@@ -1,13 +1,13 @@
 """Helpers for the executable book *Python Concurrency & Caching*.
 
 Everything a child process runs lives in this package, so that every chapter
-works under the ``spawn`` start method (macOS, Windows, Python 3.14's default):
-a spawned child imports its target by module and name, and cannot find a
-function that was defined in a notebook cell.
+works under the ``spawn`` start method (the default on macOS and Windows) and
+``forkserver`` (the default on Linux from Python 3.14): such a child imports its
+target by module and name, and cannot find a function defined in a notebook cell.
 
 Setting the environment variable ``BOOK_START_METHOD`` (``fork``, ``spawn`` or
 ``forkserver``) makes it the default start method of every process that
-imports this package; ``make test-spawn`` uses it to run the book under spawn.
+imports this package; ``make test-spawn`` and ``make test-matrix`` use it.
 The variable is then removed from ``os.environ``, so that a script the notebook
 runs as a subprocess still chooses its own start method, as it would anywhere.
 """

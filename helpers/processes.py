@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -28,6 +29,7 @@ __all__ = [
     "collect",
     "capture_child_stderr",
     "child_error_line",
+    "plain_text",
     "join_all",
     "put_squares",
 ]
@@ -151,6 +153,25 @@ class _Captured:
     text: str = ""
 
 
+def _restart_fork_server() -> None:
+    """Stop multiprocessing's fork server, if one runs, so the next forkserver child starts a new one.
+
+    A forkserver child is forked by the server, so it writes to the server's stderr,
+    fixed when the server started. Stopping the server (only while none of its
+    children runs: the server reports their exit codes) makes the next one inherit
+    the stderr in force then. ``_stop`` is private, but present from 3.8 to 3.14.
+    """
+    module = sys.modules.get("multiprocessing.forkserver")  # not imported: no server runs
+    server = getattr(module, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", None) is None:
+        return
+    from multiprocessing.popen_forkserver import Popen as ForkserverPopen
+
+    if any(isinstance(child._popen, ForkserverPopen) for child in mp.active_children()):
+        return
+    server._stop()
+
+
 @contextlib.contextmanager
 def capture_child_stderr():
     """Send stderr to a temporary file while the block runs; the text is in ``.text`` after.
@@ -158,7 +179,9 @@ def capture_child_stderr():
     Both layers are redirected: file descriptor 2, which a spawned child (a new
     interpreter) writes to, and ``sys.stderr``, the object a forked child inherits.
     (In Jupyter, a forked child's ``sys.stderr`` is the kernel's own stream, which
-    forwards to the page; under nbval that output would be lost.) Children started
+    forwards to the page; under nbval that output would be lost.) A forkserver
+    child writes to the fork server's stderr instead, so the server is restarted
+    on entry and on exit, when none of its children is running. Children started
     inside the block write their tracebacks to the file, so a notebook can show
     them as ordinary, checked output.
     """
@@ -169,6 +192,7 @@ def capture_child_stderr():
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         os.dup2(tmp.fileno(), 2)
         sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")
+        _restart_fork_server()
         try:
             yield captured
         finally:
@@ -177,15 +201,29 @@ def capture_child_stderr():
             sys.stderr = saved_stream
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
+            _restart_fork_server()
             tmp.seek(0)
             captured.text = tmp.read().decode(errors="replace")
 
 
-def child_error_line(text: str) -> str:
-    """The last non-empty line of a traceback: the exception and its message."""
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without ANSI colour codes.
+
+    From Python 3.13 a traceback is coloured when ``FORCE_COLOR`` is set, and a
+    Jupyter kernel sets it for every program it starts, so a child's stderr comes
+    back coloured on 3.13 and plain on 3.11 and 3.12.
+    """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    lines = [line for line in text.splitlines() if line.strip()]
+    return _ANSI_ESCAPE.sub("", text)
+
+
+def child_error_line(text: str) -> str:
+    """The last non-empty line of a traceback, without colour codes: the exception and its message."""
+    lines = [line for line in plain_text(text).splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from helpers.processes import (
     ClockProcess, capture_child_stderr, child_error_line, clock, collect, describe_self,
-    exit_with, fail_with, join_all, record_task, wait_up_to,
+    exit_with, fail_with, join_all, plain_text, record_task, wait_up_to,
 )
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "helpers" / "scripts"
@@ -92,6 +92,28 @@ def test_capture_child_stderr_collects_a_traceback():
     assert p.exitcode == 1
     assert child_error_line(captured.text) == "RuntimeError: boom"
     assert child_error_line("") == ""
+
+
+@pytest.mark.skipif("forkserver" not in mp.get_all_start_methods(), reason="no forkserver here")
+def test_capture_child_stderr_sees_a_forkserver_child_of_a_running_server():
+    ctx = mp.get_context("forkserver")
+    first = ctx.Process(target=exit_with, args=(0,))
+    first.start()  # the fork server now runs, with the stderr of before the block
+    first.join(30)
+    with capture_child_stderr() as captured:
+        p = ctx.Process(target=fail_with, args=("from the fork server",))
+        p.start()
+        p.join(30)
+    assert p.exitcode == 1
+    assert child_error_line(captured.text) == "RuntimeError: from the fork server"
+
+
+def test_child_error_line_drops_colour_codes_of_313_tracebacks():
+    coloured = "Traceback:\n  File \x1b[35m\"x.py\"\x1b[0m\n\x1b[1;35mRuntimeError\x1b[0m: \x1b[35mboom\x1b[0m\n"
+    assert child_error_line(coloured) == "RuntimeError: boom"
+    assert plain_text("\x1b[31mred\x1b[0m") == "red"
+    with pytest.raises(TypeError, match="str"):
+        plain_text(b"bytes")
 
 
 def test_join_all_times_out_instead_of_hanging():
