@@ -23,8 +23,8 @@ import json
 import sys
 from pathlib import Path
 
-from helpers.gevent_demos import SleepRun, measure_sleeps
-from helpers.measure import format_run_details, run_details
+from helpers.coroutines.gevent_basics import SleepRun, measure_sleeps
+from helpers.instruments.measure import format_run_details, run_details
 
 HERE = Path(__file__).resolve().parent
 KINDS = ("gevent", "asyncio", "threads", "threads-gated")

@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from helpers import engines
-from helpers.measure import format_run_details, run_details
-from helpers.services import start_redis
+from helpers.distributed import engines
+from helpers.instruments.measure import format_run_details, run_details
+from helpers.instruments.services import start_redis
 
 HERE = Path(__file__).resolve().parent
 

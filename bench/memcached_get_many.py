@@ -18,10 +18,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from helpers.measure import format_run_details, run_details
-from helpers.memcache_demos import compare_get_many, make_client, make_keys
-from helpers.services import start_memcached
-from helpers.sharing import format_seconds
+from helpers.instruments.measure import format_run_details, run_details
+from helpers.caching.memcached import compare_get_many, make_client, make_keys
+from helpers.instruments.services import start_memcached
+from helpers.processes.sharing import format_seconds
 
 HERE = Path(__file__).resolve().parent
 TARGET_RATIO = 10.0  # get_many should be at least this many times faster than single gets

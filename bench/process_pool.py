@@ -17,10 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-from helpers.measure import Timer, format_run_details, run_details, usable_cpus
-from helpers.pools import prime_chunks, run_primes_on_pool
-from helpers.speedup import format_speedup_table, speedup_points
-from helpers.workloads import count_primes_in_range
+from helpers.instruments.measure import Timer, format_run_details, run_details, usable_cpus
+from helpers.processes.pools import prime_chunks, run_primes_on_pool
+from helpers.instruments.speedup import format_speedup_table, speedup_points
+from helpers.instruments.workloads import count_primes_in_range
 
 HERE = Path(__file__).resolve().parent
 #: workers -> the least speedup over serial we expect on an otherwise idle machine

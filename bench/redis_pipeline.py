@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from helpers.measure import format_run_details, run_details
-from helpers.redis_demos import connect, redis_benchmark, time_sets
-from helpers.services import start_redis
+from helpers.instruments.measure import format_run_details, run_details
+from helpers.caching.redis_patterns import connect, redis_benchmark, time_sets
+from helpers.instruments.services import start_redis
 
 HERE = Path(__file__).resolve().parent
 PIPELINE_SPEEDUP_TARGET = 10.0   # pipelined vs one round-trip per SET

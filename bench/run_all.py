@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from helpers.measure import format_run_details, run_details  # noqa: E402
+from helpers.instruments.measure import format_run_details, run_details  # noqa: E402
 
 
 #: Run first: the CPU-sensitive benchmarks. Last: the one that starts 10,000 threads, which

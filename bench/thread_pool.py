@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/thread_pool.py [--requests 128] [--delay 0.1] [--repeat 3]
 
-Starts ``helpers.thread_pools.DelayServer``, a real HTTP server on 127.0.0.1 whose
+Starts ``helpers.threads.pools.DelayServer``, a real HTTP server on 127.0.0.1 whose
 every answer takes ``--delay`` seconds, and fetches ``--requests`` URLs from it:
 first one after another in this thread (serial), then on a ``ThreadPoolExecutor``
 of 1, 2, 4, 8, 16, 32 and 64 threads. A run shorter than 2 s is repeated
@@ -24,9 +24,9 @@ import json
 import sys
 from pathlib import Path
 
-from helpers.measure import Timer, format_run_details, run_details
-from helpers.speedup import format_speedup_table, speedup_points
-from helpers.thread_pools import DelayServer, fetch, format_throughput_table, run_fetches
+from helpers.instruments.measure import Timer, format_run_details, run_details
+from helpers.instruments.speedup import format_speedup_table, speedup_points
+from helpers.threads.pools import DelayServer, fetch, format_throughput_table, run_fetches
 
 HERE = Path(__file__).resolve().parent
 WORKER_COUNTS = (1, 2, 4, 8, 16, 32, 64)

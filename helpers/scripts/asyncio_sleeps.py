@@ -15,13 +15,13 @@ import platform
 import sys
 import time
 
-from helpers.measure import peak_memory_kib
+from helpers.instruments.measure import peak_memory_kib
 
 MAX_TASKS = 200_000
 
 
 def peak_rss_mib() -> float:
-    """The most resident memory this process has used so far, in MiB (see helpers.measure)."""
+    """The most resident memory this process has used so far, in MiB (see helpers.instruments.measure)."""
     return peak_memory_kib() / 2**10
 
 

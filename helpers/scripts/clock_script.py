@@ -5,7 +5,7 @@ the guard keeps that import from starting processes of its own.
 """
 import multiprocessing as mp
 
-from helpers.processes import ClockProcess
+from helpers.processes.basics import ClockProcess
 
 
 def main() -> int:

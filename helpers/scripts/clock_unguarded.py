@@ -7,7 +7,7 @@ exits with code 1, and the parent gives up when no tick arrives in time.
 """
 import multiprocessing as mp
 
-from helpers.processes import clock, collect
+from helpers.processes.basics import clock, collect
 
 ctx = mp.get_context("spawn")
 ticks = ctx.Queue()

@@ -1,4 +1,4 @@
-"""Chapter 15: run ONE (model, workload) pair of :mod:`helpers.compare` in this fresh interpreter.
+"""Chapter 15: run ONE (model, workload) pair of :mod:`helpers.choosing.models` in this fresh interpreter.
 
     python -m helpers.scripts.compare_models MODEL WORKLOAD [--url URL] [--start-method METHOD]
 
@@ -29,7 +29,7 @@ import json  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    from helpers.compare import MODELS, WORKLOADS, run_in_this_process
+    from helpers.choosing.models import MODELS, WORKLOADS, run_in_this_process
 
     parser = argparse.ArgumentParser(prog="python -m helpers.scripts.compare_models")
     parser.add_argument("model", choices=MODELS)
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     server = None
     url = args.url
     if url is None and args.workload in ("io", "mixed"):
-        from helpers.thread_pools import DelayServer
+        from helpers.threads.pools import DelayServer
 
         server = DelayServer(delay=0.05).start()
         url = server.url

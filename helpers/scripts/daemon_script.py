@@ -6,7 +6,7 @@ ends; a non-daemon child would be waited for instead.
 """
 import multiprocessing as mp
 
-from helpers.processes import wait_up_to
+from helpers.processes.basics import wait_up_to
 
 if __name__ == "__main__":
     child = mp.Process(target=wait_up_to, args=(60,), daemon=True)

@@ -3,7 +3,7 @@
     python -m helpers.scripts.many_sleeps KIND N [DELAY]
 
 KIND is gevent, asyncio, threads or threads-gated (see
-:data:`helpers.gevent_demos.SLEEP_KINDS`). Prints one JSON line: wall time, how
+:data:`helpers.coroutines.gevent_basics.SLEEP_KINDS`). Prints one JSON line: wall time, how
 many sleeps completed, the most sleeping at once, and peak memory (maxrss) before
 and after. A fresh process per run keeps the memory high-water marks apart.
 No monkey-patching: gevent runs with ``gevent.sleep``.
@@ -11,7 +11,7 @@ No monkey-patching: gevent runs with ``gevent.sleep``.
 import json
 import sys
 
-from helpers.gevent_demos import sleep_many
+from helpers.coroutines.gevent_basics import sleep_many
 
 
 def main(argv: list[str]) -> int:

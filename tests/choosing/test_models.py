@@ -1,0 +1,155 @@
+"""Tests of helpers.choosing.models and helpers/scripts/compare_models.py (chapter 15)."""
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers.choosing import models as compare
+from helpers.choosing.models import (
+    IDLE_BUDGET, IDLE_CLIENTS, IDLE_HOLD, IO_DELAY, IO_REQUESTS, MODELS, PairResult,
+    async_fetch_item, fetch_item, fetch_then_count, format_results_table, peak_memory_kib,
+    physical_limits, prime_chunks, primes_below, run_in_this_process, run_pair, serve_idle,
+)
+from helpers.threads.pools import DelayServer
+from helpers.instruments.workloads import count_primes
+
+
+@pytest.fixture(scope="module")
+def server():
+    with DelayServer(delay=0.01) as running:
+        yield running
+
+
+def test_primes_below_matches_trial_division():
+    for limit in (0, 1, 2, 3, 10, 100, 1000, 12_345):
+        assert primes_below(limit) == count_primes(limit)
+
+
+def test_prime_chunks_cover_the_range_exactly():
+    chunks = prime_chunks(1000, 7)
+    assert len(chunks) == 7 and chunks[0][0] == 0 and chunks[-1][1] == 1000
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+
+
+def test_peak_memory_is_positive():
+    assert peak_memory_kib() > 1000
+
+
+def test_fetches_return_the_path(server):
+    url = server.url_for("/item/3", delay=0.01)
+    assert fetch_item(url, timeout=5) == "/item/3?delay=0.01"
+    assert asyncio.run(async_fetch_item(url, timeout=5)) == "/item/3?delay=0.01"
+    assert fetch_then_count(url, 0, 100) == ("/item/3?delay=0.01", 25)
+
+
+def test_async_fetch_raises_on_an_error_status(server):
+    with pytest.raises(ConnectionError, match="404"):
+        asyncio.run(async_fetch_item(server.url_for("/status/404"), timeout=5))
+
+
+def test_serve_idle_stops_at_the_deadline():
+    start = time.perf_counter()
+    assert serve_idle(100, 0.02, time.time() + 0.1) <= 5
+    assert time.perf_counter() - start < 0.5
+    assert serve_idle(3, 0.0, time.time() + 1) == 3
+
+
+@pytest.mark.parametrize("model", ["sequential", "threads", "asyncio"])
+def test_run_in_this_process_io(server, model):
+    report = run_in_this_process(model, "io", server.url, timeout=60)
+    assert report["ok"] and report["done"] == IO_REQUESTS
+    assert report["wall"] >= IO_REQUESTS * IO_DELAY / report["concurrency"]
+    assert (report["startup"] > 0) == (model == "threads") and report["startup"] < report["wall"]
+
+
+def test_gevent_model_refuses_to_run_unpatched():
+    with pytest.raises(RuntimeError, match="patch_all"):
+        run_in_this_process("gevent", "cpu")
+
+
+def test_run_pair_gevent_mixed_in_a_fresh_process(server):
+    result = run_pair("gevent", "mixed", server.url, timeout=60)
+    assert isinstance(result, PairResult) and result.ok and result.done == compare.MIXED_TASKS
+    assert result.peak_mib > 1
+
+
+def test_script_starts_its_own_server_without_url():
+    proc = subprocess.run([sys.executable, "-m", "helpers.scripts.compare_models", "asyncio", "io"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    report = json.loads(proc.stdout)
+    assert report["ok"] and proc.stderr == ""
+
+
+def test_run_pair_reports_a_failing_child():
+    with pytest.raises(RuntimeError, match="exited with"):
+        run_pair("threads", "io", "http://127.0.0.1:1", timeout=60)
+
+
+def test_physical_limits():
+    limits = physical_limits(1.0, 2.0, cpus=2)
+    assert limits["sequential"]["cpu"] == 1.0 and limits["processes"]["cpu"] == 0.5
+    assert limits["threads"]["io"] == pytest.approx(IO_REQUESTS * IO_DELAY / 4)
+    assert limits["asyncio"]["io"] == pytest.approx(IO_DELAY)
+    assert limits["sequential"]["idle"] == int(IDLE_BUDGET // IDLE_HOLD)
+    assert limits["gevent"]["idle"] == IDLE_CLIENTS
+    assert physical_limits(1.0, 2.0, cpus=1)["processes"]["cpu"] == 1.0
+
+
+def test_format_results_table_has_units():
+    rows = [PairResult(m, "io", 1.0 if m == "sequential" else 0.5, 0.0, 0.1, 30_000, 64, 4, 64, True, "fork")
+            for m in MODELS]
+    table = format_results_table(rows, physical_limits(1.0, 2.0, 2))
+    assert table.count("\n") == 1 + len(MODELS)
+    assert "2.00×" in table and "29.3 MiB" in table and "0.80 s" in table
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda: run_in_this_process("fibres", "io"), ValueError),
+    (lambda: run_in_this_process("threads", "disk"), ValueError),
+    (lambda: run_in_this_process(3, "io"), TypeError),
+    (lambda: run_in_this_process("threads", "io"), ValueError),  # no url
+    (lambda: run_pair("threads", "io", "ftp://x"), ValueError),
+    (lambda: run_pair("threads", "io", timeout=0), ValueError),
+    (lambda: physical_limits(0, 1.0, 2), ValueError),
+    (lambda: physical_limits(1.0, 1.0, 0), ValueError),
+    (lambda: physical_limits(1.0, 1.0, 2.5), TypeError),
+    (lambda: prime_chunks(10, 0), ValueError),
+    (lambda: primes_below(-1), ValueError),
+    (lambda: serve_idle(1, -1, 0.0), ValueError),
+    (lambda: serve_idle(1, 0.1, "soon"), TypeError),
+    (lambda: fetch_item(42), TypeError),
+    (lambda: format_results_table([]), TypeError),
+    (lambda: compare.markdown_table_to_html(None), TypeError),
+    (lambda: compare.markdown_table_to_html("no table"), ValueError),
+    (lambda: compare.plot_grid([1]), TypeError),
+    (lambda: compare.run_grid("http://127.0.0.1:1", models=[]), ValueError),
+    (lambda: compare.run_grid("http://127.0.0.1:1", repeat=0), ValueError),
+])
+def test_bad_input(call, error):
+    with pytest.raises(error):
+        call()
+
+
+def test_physical_limits_without_the_gil_and_for_mixed():
+    free = physical_limits(1.0, 2.0, cpus=2, gil=False)
+    assert free["threads"]["cpu"] == 0.5 and free["gevent"]["cpu"] == 1.0
+    limits = physical_limits(1.0, 2.0, cpus=2)
+    waits = compare.MIXED_TASKS * IO_DELAY
+    assert limits["sequential"]["mixed"] == pytest.approx(2.0 + waits)  # nothing overlaps
+    assert limits["asyncio"]["mixed"] == pytest.approx(2.0)
+    assert limits["processes"]["mixed"] == pytest.approx(max(1.0, waits / 4))
+    with pytest.raises(TypeError):
+        physical_limits(1.0, 2.0, cpus=2, gil="yes")
+
+
+def test_run_grid_keeps_the_fastest_of_repeated_runs():
+    results = compare.run_grid("http://127.0.0.1:1", models=["asyncio"], workloads=["idle"], repeat=2)
+    assert len(results) == 1 and results[0].ok and results[0].done == IDLE_CLIENTS
+
+
+def test_markdown_table_to_html():
+    html = compare.markdown_table_to_html("| a | b |\n|---|---:|\n| x<y | 1.5 s |")
+    assert html.count("<tr>") == 2 and "x&lt;y" in html and '<td style="text-align:right">1.5 s</td>' in html

@@ -1,0 +1,234 @@
+"""Unit tests of helpers.threads.basics (chapter 05)."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+
+import pytest
+
+from helpers.threads import basics as th
+from helpers.threads.basics import (
+    ClockThread, GilRun, append_shared, describe_thread, fail_with, format_gil_table,
+    hold_until, measure_gil, record_thread_exceptions, remember_in_local, reset_shared, run_with,
+    threads_alive,
+)
+
+
+def test_append_shared_thread_changes_the_parent_list():
+    reset_shared()
+    worker = threading.Thread(target=append_shared, args=("from a thread",))
+    worker.start()
+    worker.join(timeout=10)
+    assert th.SHARED_LIST == ["from a thread"]
+    reset_shared()
+    assert th.SHARED_LIST == []
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_append_shared_process_changes_only_its_own_copy(method):
+    if method not in mp.get_all_start_methods():
+        pytest.skip(f"{method} is not available here")
+    ctx = mp.get_context(method)
+    reset_shared()
+    out = ctx.Queue()
+    child = ctx.Process(target=append_shared, args=("from a process", out))
+    child.start()
+    assert out.get(timeout=30) is True
+    child.join(timeout=30)
+    out.close()
+    out.join_thread()
+    assert child.exitcode == 0
+    assert th.SHARED_LIST == []
+
+
+def test_append_shared_rejects_non_str():
+    with pytest.raises(TypeError):
+        append_shared(3)
+
+
+def test_describe_thread_records_its_thread():
+    results: list = []
+    worker = threading.Thread(target=describe_thread, args=(results, "hi"), kwargs={"repeat": 2},
+                              name="describer", daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    (info,) = results
+    assert info["name"] == "describer" and info["greeting"] == "hi hi" and info["daemon"] is True
+    assert info["ident"] == worker.ident and info["native_id"] == worker.native_id
+    assert info["is_main"] is False
+
+
+@pytest.mark.parametrize("args, kwargs, error", [
+    (("not a list",), {}, TypeError),
+    (([], 5), {}, TypeError),
+    (([],), {"repeat": 0}, ValueError),
+    (([],), {"repeat": 1.5}, TypeError),
+])
+def test_describe_thread_bad_input(args, kwargs, error):
+    with pytest.raises(error):
+        describe_thread(*args, **kwargs)
+
+
+def test_hold_until_returns_when_released_or_timed_out():
+    release = threading.Event()
+    assert hold_until(release, timeout=0.01) is False
+    release.set()
+    assert hold_until(release, timeout=1) is True
+    with pytest.raises(TypeError):
+        hold_until("event")
+    with pytest.raises(ValueError):
+        hold_until(release, timeout=-1)
+
+
+def test_clock_thread_ticks_and_stops():
+    clock = ClockThread(interval=0.02, max_ticks=3)
+    clock.start()
+    clock.join(timeout=10)
+    assert len(clock.ticks) == 3 and not clock.is_alive()
+    slow = ClockThread(interval=10, max_ticks=5)
+    slow.start()
+    slow.stop()
+    slow.join(timeout=5)
+    assert not slow.is_alive() and 1 <= len(slow.ticks) <= 2
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"interval": 0}, ValueError),
+    ({"interval": "1"}, TypeError),
+    ({"max_ticks": 0}, ValueError),
+    ({"max_ticks": True}, TypeError),
+])
+def test_clock_thread_bad_input(kwargs, error):
+    with pytest.raises(error):
+        ClockThread(**kwargs)
+
+
+def test_remember_in_local_keeps_one_value_per_thread():
+    store = threading.local()
+    results: dict = {}
+    barrier = threading.Barrier(3)
+    workers = [threading.Thread(target=remember_in_local, args=(store, i, results, barrier),
+                                name=f"t{i}") for i in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=10)
+    assert results == {"t0": 0, "t1": 1, "t2": 2}
+    assert not hasattr(store, "value")
+    with pytest.raises(TypeError):
+        remember_in_local(object(), 1, {})
+    with pytest.raises(TypeError):
+        remember_in_local(store, 1, [])
+
+
+def test_record_thread_exceptions_records_and_restores():
+    before = threading.excepthook
+    with record_thread_exceptions() as failures:
+        worker = threading.Thread(target=fail_with, args=("boom",), name="doomed")
+        worker.start()
+        worker.join(timeout=10)
+        assert threading.excepthook is not before
+    assert threading.excepthook is before
+    assert failures == [th.ThreadFailure("doomed", "RuntimeError", "boom")]
+
+
+def test_record_thread_exceptions_restores_after_an_error():
+    before = threading.excepthook
+    with pytest.raises(KeyError):
+        with record_thread_exceptions():
+            raise KeyError("x")
+    assert threading.excepthook is before
+
+
+def test_fail_with_rejects_non_str():
+    with pytest.raises(TypeError):
+        fail_with(1)
+
+
+def test_run_with_threads_overlap_io():
+    run = run_with("thread", 4, "io", n=4, size=0.1)
+    assert isinstance(run, GilRun) and len(run.records) == 4
+    assert sorted(r.task for r in run.records) == [0, 1, 2, 3]
+    assert run.elapsed < 0.35  # four 0.1 s waits, overlapped
+
+
+def test_run_with_processes_cpu():
+    run = run_with("process", 2, "cpu", n=2, size=20_000, repeat=2)
+    assert [r.result for r in run.records] == [2262, 2262]
+    assert len({r.pid for r in run.records}) >= 1
+    assert mp.active_children() == []
+
+
+@pytest.mark.parametrize("args, kwargs, error", [
+    (("greenlet", 1, "cpu"), {}, ValueError),
+    (("thread", 1, "disk"), {}, ValueError),
+    (("thread", 0, "cpu"), {}, ValueError),
+    (("thread", 1.0, "cpu"), {}, TypeError),
+    (("thread", 1, "cpu"), {"n": 0}, ValueError),
+    (("thread", 1, "cpu"), {"size": 0.5}, TypeError),
+    (("thread", 1, "io"), {"size": -1}, ValueError),
+    (("thread", 1, "io"), {"timeout": 0}, ValueError),
+    (("thread", 1, "io"), {"repeat": 0}, ValueError),
+])
+def test_run_with_bad_input(args, kwargs, error):
+    with pytest.raises(error):
+        run_with(*args, **kwargs)
+
+
+def test_format_gil_table():
+    one = GilRun("thread", "io", 1, 2, 1.0, ())
+    two = GilRun("thread", "io", 2, 2, 0.5, ())
+    table = format_gil_table([one, two])
+    assert "| io | thread | 2 | 0.50 s | 2.00× |" in table
+    with pytest.raises(ValueError):
+        format_gil_table([])
+    with pytest.raises(ValueError):
+        format_gil_table([two])
+    with pytest.raises(TypeError):
+        format_gil_table([one, "run"])
+    faster_serial = GilRun("process", "io", 1, 2, 0.8, ())
+    assert "| io | thread | 1 | 1.00 s | 0.80× |" in format_gil_table([one, faster_serial])
+
+
+def test_threads_alive_counts_and_ignores():
+    assert threads_alive(()) == threading.active_count()
+    release = threading.Event()
+    worker = threading.Thread(target=hold_until, args=(release,), kwargs={"timeout": 10})
+    before = threads_alive()
+    worker.start()
+    assert threads_alive() == before + 1
+    assert threads_alive(("threading",)) < threads_alive()  # the worker is a threading.Thread
+    release.set()
+    worker.join(timeout=10)
+    assert threads_alive() == before
+    with pytest.raises(TypeError):
+        threads_alive("zmq.")
+    with pytest.raises(TypeError):
+        threads_alive([1])
+
+
+def test_cpu_per_wall_of_cpu_bound_threads_is_about_one_core():
+    run = run_with("thread", 2, "cpu", n=2, size=100_000)
+    assert run.cpu_seconds > 0
+    assert 0 < run.cpu_per_wall < 1.5  # the GIL: two threads, at most one core's worth
+    assert GilRun("thread", "io", 1, 1, 0.0, ()).cpu_per_wall == 0.0
+
+
+def test_measure_gil_small_grid():
+    runs = measure_gil(worker_counts=(1, 2), n=2, rounds=1)
+    assert [(r.task, r.kind, r.workers) for r in runs] == [
+        ("cpu", "thread", 1), ("cpu", "thread", 2), ("cpu", "process", 1), ("cpu", "process", 2),
+        ("io", "thread", 1), ("io", "thread", 2), ("io", "process", 1), ("io", "process", 2),
+    ]
+    assert mp.active_children() == []
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"worker_counts": ()}, ValueError),
+    ({"worker_counts": (0,)}, ValueError),
+    ({"worker_counts": ("2",)}, TypeError),
+    ({"rounds": 0}, ValueError),
+])
+def test_measure_gil_bad_input(kwargs, error):
+    with pytest.raises(error):
+        measure_gil(**kwargs)
