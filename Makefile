@@ -13,17 +13,27 @@ JB_STRICT := -W -n --keep-going
 # test-matrix reads these from make's command line or the environment.
 export PYTHONS START_METHODS COMBOS MATRIX_JOBS MATRIX_FRESH
 
-.PHONY: book test unit nbval test-spawn test-matrix check-html check-binder browser-packages setup system-packages bench execute freeze clean
+.PHONY: book test lint lab unit nbval test-spawn test-matrix check-html check-binder browser-packages setup system-packages bench execute freeze clean
 
 book: setup
 	$(BIN)/jupyter-book build . $(JB_STRICT)
 	@echo "The book is in _build/html/index.html"
 
-test: setup browser-packages
+test: setup browser-packages lint
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --nbval $(NB)
 	$(BIN)/jupyter-book build . $(JB_STRICT)
 	$(BIN)/python -m pytest browser_tests
+
+# ruff (pinned in requirements.txt, configured in pyproject.toml): lint and format check of the
+# helpers, tests, benchmarks, browser checks and the notebooks' code cells.
+lint: setup
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
+
+# The notebooks in JupyterLab (with MyST rendering, from jupyterlab-myst), from .venv.
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 # The built book in headless Chromium: every page loads, with its title, outputs, images
 # and launch button, and no console errors but offline CDN loads. Screenshots: _build/screenshots/.
