@@ -6,6 +6,7 @@
   listening TCP port, or /dev/shm semaphore or shared-memory segment that appeared
   during the run and is still there fails the run, with a list of what outlived it.
 """
+
 from __future__ import annotations
 
 import os

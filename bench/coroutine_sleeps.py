@@ -16,6 +16,7 @@ faster than threads. Prints PASS/FAIL per target, writes
 ``bench/coroutine_sleeps.json`` with the run details, and always exits 0: the
 numbers are a report about this machine, not a pass/fail test of the book.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,8 @@ from helpers.instruments.measure import format_run_details, run_details
 
 HERE = Path(__file__).resolve().parent
 KINDS = ("gevent", "asyncio", "threads", "threads-gated")
-MAX_SECONDS = 0.4     # gevent and asyncio must finish within this
-MIN_SPEEDUP = 3.0     # ... and be at least this many times faster than threads
+MAX_SECONDS = 0.4  # gevent and asyncio must finish within this
+MIN_SPEEDUP = 3.0  # ... and be at least this many times faster than threads
 
 
 def best_run(kind: str, n: int, delay: float, repeat: int) -> tuple[SleepRun | None, list[SleepRun], str]:
@@ -51,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--delay", type=float, default=0.1)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--skip-gated", action="store_true",
-                        help="skip threads-gated (the slowest model: all threads alive at once)")
+    parser.add_argument(
+        "--skip-gated", action="store_true", help="skip threads-gated (the slowest model: all threads alive at once)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "coroutine_sleeps.json")
     args = parser.parse_args(argv)
     if args.repeat < 1 or not 1 <= args.n <= 20_000 or not 0 <= args.delay <= 5:
@@ -71,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         elif run is not None and (run.error or run.completed < args.n):
             notes[kind] = run.error or f"only {run.completed} of {args.n} sleeps completed"
 
-    print(f"# {args.n:,} concurrent sleeps of {args.delay} s, best of {args.repeat}, "
-          "one fresh process per run\n")
+    print(f"# {args.n:,} concurrent sleeps of {args.delay} s, best of {args.repeat}, one fresh process per run\n")
     print("| model | wall time | completed | most asleep at once | peak memory | added by the run |")
     print("|---|---:|---:|---:|---:|---:|")
     for kind in kinds:
@@ -80,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         if run is None:
             print(f"| {kind} | failed | | | | |")
             continue
-        print(f"| {kind} | {run.elapsed:.3f} s | {run.completed:,} | {run.peak_concurrent:,} | "
-              f"{run.maxrss_mib:.1f} MiB | {run.growth_mib:.1f} MiB |")
+        print(
+            f"| {kind} | {run.elapsed:.3f} s | {run.completed:,} | {run.peak_concurrent:,} | "
+            f"{run.maxrss_mib:.1f} MiB | {run.growth_mib:.1f} MiB |"
+        )
     print()
     for kind, note in notes.items():
         print(f"NOTE {kind}: {note}")
@@ -95,25 +98,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAIL {kind}: no run finished")
             continue
         ok = run.elapsed <= MAX_SECONDS and run.completed == args.n
-        checks.append({"check": f"{kind} wall time, seconds (at most)", "target": MAX_SECONDS,
-                       "value": run.elapsed, "pass": ok})
+        checks.append(
+            {"check": f"{kind} wall time, seconds (at most)", "target": MAX_SECONDS, "value": run.elapsed, "pass": ok}
+        )
         print(f"{'PASS' if ok else 'FAIL'} {kind} finishes within {MAX_SECONDS} s: {run.elapsed:.3f} s")
         if threads is None:
-            checks.append({"check": f"{kind} vs threads (speedup)", "target": MIN_SPEEDUP,
-                           "value": None, "pass": False})
+            checks.append(
+                {"check": f"{kind} vs threads (speedup)", "target": MIN_SPEEDUP, "value": None, "pass": False}
+            )
             print(f"FAIL {kind} >= {MIN_SPEEDUP:.0f}x faster than threads: no threads run")
             continue
         speedup = threads.elapsed / run.elapsed
         ok = speedup >= MIN_SPEEDUP
-        checks.append({"check": f"{kind} vs threads (speedup)", "target": MIN_SPEEDUP,
-                       "value": speedup, "pass": ok})
-        print(f"{'PASS' if ok else 'FAIL'} {kind} >= {MIN_SPEEDUP:.0f}x faster than threads: "
-              f"{speedup:.2f}×")
+        checks.append({"check": f"{kind} vs threads (speedup)", "target": MIN_SPEEDUP, "value": speedup, "pass": ok})
+        print(f"{'PASS' if ok else 'FAIL'} {kind} >= {MIN_SPEEDUP:.0f}x faster than threads: {speedup:.2f}×")
     print(format_run_details())
 
     report = {
         "benchmark": "coroutine_sleeps",
-        "n": args.n, "delay": args.delay, "repeat": args.repeat,
+        "n": args.n,
+        "delay": args.delay,
+        "repeat": args.repeat,
         "best": {k: (vars(r) if r is not None else None) for k, r in best.items()},
         "runs": report_runs,
         "notes": notes,

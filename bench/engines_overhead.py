@@ -11,6 +11,7 @@ of the time and the time per task, and writes ``bench/engines_overhead.json`` wi
 the run details. There are no targets: the numbers describe this machine. Everything
 started here is stopped again; the exit status is 0 unless an engine could not run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,12 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
 
     seconds["ProcessPoolExecutor (2 workers)"] = best_of(
-        lambda: engines.time_tiny_tasks_pool(n, workers=2), args.repeat, expected)
+        lambda: engines.time_tiny_tasks_pool(n, workers=2), args.repeat, expected
+    )
 
     cluster, client = engines.start_dask(n_workers=2)
     try:
         seconds["Dask LocalCluster (2 worker processes)"] = best_of(
-            lambda: engines.time_tiny_tasks_dask(client, n), args.repeat, expected)
+            lambda: engines.time_tiny_tasks_dask(client, n), args.repeat, expected
+        )
     finally:
         engines.stop_dask(client, cluster)
 
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker = engines.start_celery_worker(server.url, concurrency=2)
         seconds["Celery over Redis (concurrency 2)"] = best_of(
-            lambda: engines.time_tiny_tasks_celery(n), args.repeat, expected)
+            lambda: engines.time_tiny_tasks_celery(n), args.repeat, expected
+        )
     finally:
         if worker is not None:
             engines.stop_celery_worker(worker)
@@ -80,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "engines_overhead",
-        "tasks": n, "repeat": args.repeat,
+        "tasks": n,
+        "repeat": args.repeat,
         "seconds": seconds,
         "microseconds_per_task": {engine: t / n * 1e6 for engine, t in seconds.items()},
         "targets": [],

@@ -10,16 +10,16 @@ Prints a Markdown table of the medians and their ratio, checks the target
 the run details, and stops the server. Always exits 0: the numbers are a report
 about this machine, not a pass/fail test of the book.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-from helpers.instruments.measure import format_run_details, run_details
 from helpers.caching.memcached import compare_get_many, make_client, make_keys
+from helpers.instruments.measure import format_run_details, run_details
 from helpers.instruments.services import start_memcached
 from helpers.processes.sharing import format_seconds
 
@@ -50,14 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     assert not server.is_running()
 
     ok = result.ratio >= TARGET_RATIO
-    print(f"# memcached: get_many of {args.keys} keys vs {args.keys} get calls, "
-          f"{args.value_bytes}-byte values, median of {args.repeat}\n")
+    print(
+        f"# memcached: get_many of {args.keys} keys vs {args.keys} get calls, "
+        f"{args.value_bytes}-byte values, median of {args.repeat}\n"
+    )
     print("| way | median time | per key |")
     print("|---|---|---|")
-    print(f"| {args.keys} × get | {format_seconds(result.single_seconds)} "
-          f"| {format_seconds(result.single_seconds / args.keys)} |")
-    print(f"| get_many({args.keys}) | {format_seconds(result.many_seconds)} "
-          f"| {format_seconds(result.many_seconds / args.keys)} |")
+    print(
+        f"| {args.keys} × get | {format_seconds(result.single_seconds)} "
+        f"| {format_seconds(result.single_seconds / args.keys)} |"
+    )
+    print(
+        f"| get_many({args.keys}) | {format_seconds(result.many_seconds)} "
+        f"| {format_seconds(result.many_seconds / args.keys)} |"
+    )
     print(f"| ratio | {result.ratio:.1f}× | |")
     print()
     print(f"{'PASS' if ok else 'FAIL'} get_many >= {TARGET_RATIO:.0f}× faster than single gets: {result.ratio:.1f}×")
@@ -65,12 +71,20 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "memcached_get_many",
-        "keys": args.keys, "repeat": args.repeat, "value_bytes": args.value_bytes,
+        "keys": args.keys,
+        "repeat": args.repeat,
+        "value_bytes": args.value_bytes,
         "single_gets_median_seconds": result.single_seconds,
         "get_many_median_seconds": result.many_seconds,
         "ratio": result.ratio,
-        "targets": [{"check": f"get_many({args.keys}) vs {args.keys} gets (speedup)",
-                     "target": TARGET_RATIO, "value": result.ratio, "pass": ok}],
+        "targets": [
+            {
+                "check": f"get_many({args.keys}) vs {args.keys} gets (speedup)",
+                "target": TARGET_RATIO,
+                "value": result.ratio,
+                "pass": ok,
+            }
+        ],
         "client": "pymemcache " + _version("pymemcache"),
         "run_details": run_details(),
     }

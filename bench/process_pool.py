@@ -10,6 +10,7 @@ serial run) and parallel efficiency, checks the targets, and writes
 ``bench/process_pool.json`` with the run details. Always exits 0: the numbers
 are a report about this machine, not a pass/fail test of the book.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,9 @@ import sys
 from pathlib import Path
 
 from helpers.instruments.measure import Timer, format_run_details, run_details, usable_cpus
-from helpers.processes.pools import prime_chunks, run_primes_on_pool
 from helpers.instruments.speedup import format_speedup_table, speedup_points
 from helpers.instruments.workloads import count_primes_in_range
+from helpers.processes.pools import prime_chunks, run_primes_on_pool
 
 HERE = Path(__file__).resolve().parent
 #: workers -> the least speedup over serial we expect on an otherwise idle machine
@@ -67,14 +68,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"SKIP {workers} workers >= {target:.2f}× serial: only {args.max_workers} worker(s) run")
             continue
         ok = point.speedup >= target
-        checks.append({"check": f"{workers} workers vs serial (speedup)", "target": target,
-                       "value": point.speedup, "pass": ok})
+        checks.append(
+            {"check": f"{workers} workers vs serial (speedup)", "target": target, "value": point.speedup, "pass": ok}
+        )
         print(f"{'PASS' if ok else 'FAIL'} {workers} workers >= {target:.2f}× serial: {point.speedup:.2f}×")
     print(format_run_details())
 
     report = {
         "benchmark": "process_pool",
-        "limit": args.limit, "chunks": args.chunks, "repeat": args.repeat, "primes": expected,
+        "limit": args.limit,
+        "chunks": args.chunks,
+        "repeat": args.repeat,
+        "primes": expected,
         "serial_seconds": serial,
         "points": [vars(p) for p in points],
         "targets": checks,

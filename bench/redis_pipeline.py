@@ -11,6 +11,7 @@ pipelined throughput at least 40% of redis-benchmark's), writes
 ``bench/redis_pipeline.json`` with the run details, stops the server, and exits 0: the
 numbers are a report about this machine, not a pass/fail test of the book.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,12 +19,12 @@ import json
 import sys
 from pathlib import Path
 
-from helpers.instruments.measure import format_run_details, run_details
 from helpers.caching.redis_patterns import connect, redis_benchmark, time_sets
+from helpers.instruments.measure import format_run_details, run_details
 from helpers.instruments.services import start_redis
 
 HERE = Path(__file__).resolve().parent
-PIPELINE_SPEEDUP_TARGET = 10.0   # pipelined vs one round-trip per SET
+PIPELINE_SPEEDUP_TARGET = 10.0  # pipelined vs one round-trip per SET
 C_CLIENT_FRACTION_TARGET = 0.40  # redis-py pipelined SETs/s vs redis-benchmark -c 1 -P 16
 
 
@@ -41,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = connect(server.url)
         try:
-            best = {mode: min(time_sets(client, args.sets, mode, prefix=mode) for _ in range(args.repeat))
-                    for mode in ("round-trips", "pipeline", "mset")}
+            best = {
+                mode: min(time_sets(client, args.sets, mode, prefix=mode) for _ in range(args.repeat))
+                for mode in ("round-trips", "pipeline", "mset")
+            }
         finally:
             client.close()
         bench_runs = []
@@ -62,35 +65,50 @@ def main(argv: list[str] | None = None) -> int:
     for mode, seconds in best.items():
         print(f"| redis-py | {mode} | {seconds:.3f} s | {seconds / args.sets * 1e6:.2f} µs | {rates[mode]:,.0f} |")
     if bench_rps is not None:
-        print(f"| redis-benchmark | -c 1 -P 16, {args.requests:,} SETs | | {1e6 / bench_rps:.2f} µs | {bench_rps:,.0f} |")
+        print(
+            f"| redis-benchmark | -c 1 -P 16, {args.requests:,} SETs | | {1e6 / bench_rps:.2f} µs | {bench_rps:,.0f} |"
+        )
     print()
 
     checks = []
     speedup = best["round-trips"] / best["pipeline"]
     ok = speedup >= PIPELINE_SPEEDUP_TARGET
-    checks.append({"check": "pipeline vs round-trips", "target": PIPELINE_SPEEDUP_TARGET,
-                   "value": speedup, "pass": ok})
-    print(f"{'PASS' if ok else 'FAIL'} pipelined >= {PIPELINE_SPEEDUP_TARGET:.0f}× faster than "
-          f"round-trips: {speedup:.1f}×")
+    checks.append({"check": "pipeline vs round-trips", "target": PIPELINE_SPEEDUP_TARGET, "value": speedup, "pass": ok})
+    print(
+        f"{'PASS' if ok else 'FAIL'} pipelined >= {PIPELINE_SPEEDUP_TARGET:.0f}× faster than "
+        f"round-trips: {speedup:.1f}×"
+    )
     fraction = None
     if bench_rps is None:
-        print("SKIP redis-py vs redis-benchmark: redis-benchmark is not installed "
-              "(Debian package redis-tools)")
+        print("SKIP redis-py vs redis-benchmark: redis-benchmark is not installed (Debian package redis-tools)")
     else:
         fraction = rates["pipeline"] / bench_rps
         ok = fraction >= C_CLIENT_FRACTION_TARGET
-        checks.append({"check": "redis-py pipeline vs redis-benchmark -c 1 -P 16",
-                       "target": C_CLIENT_FRACTION_TARGET, "value": fraction, "pass": ok})
-        print(f"{'PASS' if ok else 'FAIL'} redis-py pipelined throughput >= "
-              f"{C_CLIENT_FRACTION_TARGET:.0%} of redis-benchmark -c 1 -P 16: {fraction:.0%}")
+        checks.append(
+            {
+                "check": "redis-py pipeline vs redis-benchmark -c 1 -P 16",
+                "target": C_CLIENT_FRACTION_TARGET,
+                "value": fraction,
+                "pass": ok,
+            }
+        )
+        print(
+            f"{'PASS' if ok else 'FAIL'} redis-py pipelined throughput >= "
+            f"{C_CLIENT_FRACTION_TARGET:.0%} of redis-benchmark -c 1 -P 16: {fraction:.0%}"
+        )
     print(format_run_details())
 
     report = {
         "benchmark": "redis_pipeline",
-        "sets": args.sets, "repeat": args.repeat, "benchmark_requests": args.requests,
-        "seconds": best, "sets_per_second": rates,
-        "redis_benchmark_sets_per_second": bench_rps, "redis_benchmark_runs": bench_runs,
-        "pipeline_speedup": speedup, "fraction_of_c_client": fraction,
+        "sets": args.sets,
+        "repeat": args.repeat,
+        "benchmark_requests": args.requests,
+        "seconds": best,
+        "sets_per_second": rates,
+        "redis_benchmark_sets_per_second": bench_rps,
+        "redis_benchmark_runs": bench_runs,
+        "pipeline_speedup": speedup,
+        "fraction_of_c_client": fraction,
         "targets": checks,
         "run_details": run_details(),
     }

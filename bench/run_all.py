@@ -10,6 +10,7 @@ after another so they do not compete for the cores, and writes
 book includes. Benchmarks are reports about one machine: the exit status is 0
 even when a target is missed, and 1 only when a benchmark could not run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,11 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from helpers.instruments.measure import format_run_details, run_details  # noqa: E402
 
-
 #: Run first: the CPU-sensitive benchmarks. Last: the one that starts 10,000 threads, which
 #: leaves the machine busy tearing them down for a while afterwards.
-ORDER = ["process_pool", "thread_pool", "memcached_get_many", "redis_pipeline", "engines_overhead",
-         "coroutine_sleeps"]
+ORDER = ["process_pool", "thread_pool", "memcached_get_many", "redis_pipeline", "engines_overhead", "coroutine_sleeps"]
 SETTLE = 3.0  # seconds of rest between benchmarks
 
 
@@ -55,8 +54,10 @@ def markdown_table(results: list[dict]) -> str:
         if not bench["targets"]:
             lines.append(f"| {bench['benchmark']} | a report, with no target: see its own table | | | n/a |")
         for t in bench["targets"]:
-            lines.append(f"| {bench['benchmark']} | {t['check']} | {fmt(t['target'])} | "
-                         f"{fmt(t['value'])} | {'pass' if t['pass'] else 'FAIL'} |")
+            lines.append(
+                f"| {bench['benchmark']} | {t['check']} | {fmt(t['target'])} | "
+                f"{fmt(t['value'])} | {'pass' if t['pass'] else 'FAIL'} |"
+            )
     return "\n".join(lines)
 
 
@@ -81,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         out.unlink(missing_ok=True)
         began = time.monotonic()
         try:
-            run = subprocess.run([sys.executable, str(HERE / f"{name}.py")], cwd=ROOT,
-                                 timeout=args.timeout, text=True)
+            run = subprocess.run([sys.executable, str(HERE / f"{name}.py")], cwd=ROOT, timeout=args.timeout, text=True)
             error = None if run.returncode == 0 else f"exit code {run.returncode}"
         except subprocess.TimeoutExpired:
             error = f"timed out after {args.timeout:.0f} s"
@@ -92,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         if error is None:
             report = json.loads(out.read_text())
             entry["targets"] = [
-                {"check": t.get("check", "?"), "target": t.get("target"), "value": t.get("value"),
-                 "pass": bool(t.get("pass"))}
+                {
+                    "check": t.get("check", "?"),
+                    "target": t.get("target"),
+                    "value": t.get("value"),
+                    "pass": bool(t.get("pass")),
+                }
                 for t in report.get("targets", [])
             ]
             entry["run_details"] = report.get("run_details")
@@ -106,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"when": time.strftime("%Y-%m-%d"), "run_details": run_details(), "benchmarks": results}
     (HERE / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (HERE / "results.md").write_text(
-        f"Measured with `make bench` on {summary['when']}; {details.removeprefix('run details: ')}.\n\n"
-        + table + "\n"
+        f"Measured with `make bench` on {summary['when']}; {details.removeprefix('run details: ')}.\n\n" + table + "\n"
     )
     print("\n" + table + "\n" + details)
     print("wrote bench/results.json and bench/results.md")

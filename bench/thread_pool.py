@@ -17,6 +17,7 @@ The client and the server share this process and its GIL, so each request's
 Python work (about 1-2 ms, client and server together) caps the throughput.
 A 100 ms delay keeps 32 threads' target (320 requests/s) below that cap.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,10 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         errors = server.errors
 
     points = speedup_points(times, baseline=serial)
-    print(f"# Thread pool: {args.requests} HTTP requests of {args.delay * 1000:.0f} ms to a local server, "
-          f"best of up to {args.repeat} (runs under {REPEAT_BELOW:.0f} s)\n")
-    print(f"serial (no pool, one request after another): {serial:.2f} s "
-          f"(at least {args.requests * args.delay:.2f} s of server delay)")
+    print(
+        f"# Thread pool: {args.requests} HTTP requests of {args.delay * 1000:.0f} ms to a local server, "
+        f"best of up to {args.repeat} (runs under {REPEAT_BELOW:.0f} s)\n"
+    )
+    print(
+        f"serial (no pool, one request after another): {serial:.2f} s "
+        f"(at least {args.requests * args.delay:.2f} s of server delay)"
+    )
     print()
     print(format_speedup_table(points, percent=True))
     print()
@@ -84,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     for workers, target in TARGETS.items():
         point = next(p for p in points if p.workers == workers)
         ok = point.speedup >= target
-        checks.append({"check": f"{workers} workers vs serial (speedup)", "target": target,
-                       "value": point.speedup, "pass": ok})
+        checks.append(
+            {"check": f"{workers} workers vs serial (speedup)", "target": target, "value": point.speedup, "pass": ok}
+        )
         print(f"{'PASS' if ok else 'FAIL'} {workers} workers >= {target:.0f}× serial: {point.speedup:.2f}×")
     if errors:
         print(f"server-side request errors: {errors}")
@@ -94,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "thread_pool",
-        "requests": args.requests, "delay_seconds": args.delay, "repeat": args.repeat,
+        "requests": args.requests,
+        "delay_seconds": args.delay,
+        "repeat": args.repeat,
         "serial_seconds": serial,
         "points": [vars(p) for p in points],
         "targets": checks,

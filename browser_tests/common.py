@@ -12,7 +12,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-
 def toc_pages() -> list[str]:
     """Page paths (without .html) in the order of _toc.yml."""
     import yaml

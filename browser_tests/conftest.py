@@ -14,8 +14,10 @@ from browser_tests.common import CHROMEDRIVER, CHROMIUM
 @pytest.fixture(scope="session")
 def browser():
     if CHROMIUM is None or CHROMEDRIVER is None:
-        message = ("Chromium and ChromeDriver are needed: sudo apt-get install -y chromium chromium-driver "
-                   "(make test installs them from apt-check.txt when it runs as root or with sudo)")
+        message = (
+            "Chromium and ChromeDriver are needed: sudo apt-get install -y chromium chromium-driver "
+            "(make test installs them from apt-check.txt when it runs as root or with sudo)"
+        )
         if os.environ.get("CI") or os.environ.get("BOOK_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
@@ -25,9 +27,19 @@ def browser():
     profile = tempfile.mkdtemp(prefix="book-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,900", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)

@@ -35,7 +35,10 @@ from browser_tests.common import PAGES, ROOT, SHOTS
 
 NOTEBOOKS = [page for page in PAGES if page.startswith("notebooks/")]
 RAW_MYST = [
-    (re.compile(r"\{(exercise|solution|solution-start|solution-end|note|warning|admonition|dropdown)\}"), "a directive name"),
+    (
+        re.compile(r"\{(exercise|solution|solution-start|solution-end|note|warning|admonition|dropdown)\}"),
+        "a directive name",
+    ),
     (re.compile(r"(?m)^\s*(```+|:::+)\s*\{[a-z-]+\}"), "a directive fence"),
     (re.compile(r"(?m)^\s*\([A-Za-z0-9_-]+\)=\s*$"), "a (label)= target"),
     (re.compile(r"\{(ref|doc|numref)\}`"), "a role"),
@@ -59,19 +62,29 @@ def lab():
     (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     port, token = _free_port(), secrets.token_hex(16)
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.port={port}",
-               "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={ROOT}", "--ServerApp.port_retries=0",
-               "--LabApp.news_url=", "--ServerApp.log_level=WARN"]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        f"--ServerApp.port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={ROOT}",
+        "--ServerApp.port_retries=0",
+        "--LabApp.news_url=",
+        "--ServerApp.log_level=WARN",
+    ]
     if os.geteuid() == 0:
         command.append("--allow-root")
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings),
-               JUPYTERLAB_WORKSPACES_DIR=str(settings / "workspaces"))
+    env = dict(
+        os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(settings / "workspaces")
+    )
     log = tempfile.TemporaryFile()
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -128,9 +141,12 @@ def test_chapter_in_jupyterlab(page, lab, browser):
     while time.monotonic() < deadline:
         # Every cell attached, and the rendered text unchanged for a second: MyST has finished.
         count = browser.execute_script(
-            f"const p = document.querySelector('{panel}'); return p ? p.querySelectorAll('.jp-Cell').length : 0")
-        previous, text = text, browser.execute_script(
-            f"const p = document.querySelector('{panel}'); return p ? p.innerText : ''")
+            f"const p = document.querySelector('{panel}'); return p ? p.querySelectorAll('.jp-Cell').length : 0"
+        )
+        previous, text = (
+            text,
+            browser.execute_script(f"const p = document.querySelector('{panel}'); return p ? p.innerText : ''"),
+        )
         if count >= cells and text and text == previous:
             break
         time.sleep(1.0)
@@ -142,13 +158,15 @@ def test_chapter_in_jupyterlab(page, lab, browser):
     raw = sorted({f"{what}: {m.group(0).strip()!r}" for pattern, what in RAW_MYST for m in pattern.finditer(text)})
     assert not raw, f"{page}: raw MyST markup visible in JupyterLab: {raw[:10]}"
 
-    missing = [name for name in _shown_definitions(notebook)
-               if not re.search(rf"(def|class)\s+{re.escape(name)}\b", text)]
+    missing = [
+        name for name in _shown_definitions(notebook) if not re.search(rf"(def|class)\s+{re.escape(name)}\b", text)
+    ]
     assert not missing, f"{page}: shown code missing from the page: {missing}"
 
     height = browser.execute_script(
         "const n = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');"
-        "return n ? Math.min(n.scrollHeight + 250, 16000) : 900")
+        "return n ? Math.min(n.scrollHeight + 250, 16000) : 900"
+    )
     browser.set_window_size(1280, max(900, height))
     time.sleep(0.5)
     browser.save_screenshot(str(SHOTS / f"lab__{path.stem}.png"))

@@ -12,21 +12,18 @@ For every page of the built book (`_build/html`, served on loopback), this check
 
 A screenshot of each page is saved under `_build/screenshots/`.
 """
+
 from __future__ import annotations
 
 import functools
-import os
 import http.server
 import re
-import shutil
-import tempfile
 import threading
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from browser_tests.common import PAGES, SHOTS, HTML
+from browser_tests.common import HTML, PAGES, SHOTS
 
 
 @pytest.fixture(scope="session")
@@ -63,13 +60,16 @@ def test_page(page, server, browser):
         "if (document.readyState === 'complete') done(); else window.addEventListener('load', () => done());"
     )
 
-    title = browser.execute_script("const h = document.querySelector('main h1, article h1'); return h ? h.innerText : ''")
+    title = browser.execute_script(
+        "const h = document.querySelector('main h1, article h1'); return h ? h.innerText : ''"
+    )
     assert title.strip(), f"{page}: no h1 title"
     assert browser.title.strip(), f"{page}: empty <title>"
 
     images = browser.execute_script(
         "return Array.from(document.querySelectorAll('article img, main img')).map("
-        "i => [i.currentSrc || i.src, i.complete, i.naturalWidth, i.naturalHeight])")
+        "i => [i.currentSrc || i.src, i.complete, i.naturalWidth, i.naturalHeight])"
+    )
     local = [img for img in images if img[0].startswith((server, "data:"))]
     broken = [img[0][:80] for img in local if not (img[1] and img[2] > 0 and img[3] > 0)]
     assert not broken, f"{page}: images that did not load: {broken}"
@@ -79,17 +79,20 @@ def test_page(page, server, browser):
         assert outputs > 0, f"{page}: no code outputs shown"
         assert any(img[0].startswith("data:") or "/_images/" in img[0] for img in local), f"{page}: no plot"
         launch = browser.execute_script(
-            "return Array.from(document.querySelectorAll('a')).filter(a => a.href.includes('mybinder.org')).length")
+            "return Array.from(document.querySelectorAll('a')).filter(a => a.href.includes('mybinder.org')).length"
+        )
         assert launch >= 1, f"{page}: no Binder launch button"
 
     # A widget is drawn once: one view placeholder per widget output, never two for one model.
     views = browser.execute_script(
         "return Array.from(document.querySelectorAll('script[type=\"application/vnd.jupyter.widget-view+json\"]'))"
-        ".map(s => JSON.parse(s.textContent).model_id)")
+        ".map(s => JSON.parse(s.textContent).model_id)"
+    )
     assert len(views) == len(set(views)), f"{page}: a widget is drawn twice"
     error_texts = browser.execute_script(
         "return Array.from(document.querySelectorAll('.jupyter-widgets, .widget-area'))"
-        ".map(e => e.innerText).filter(t => /error/i.test(t))")
+        ".map(e => e.innerText).filter(t => /error/i.test(t))"
+    )
     assert not error_texts, f"{page}: a widget shows an error: {error_texts}"
 
     origin = f"{urlparse(server).scheme}://{urlparse(server).netloc}"

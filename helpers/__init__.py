@@ -11,6 +11,7 @@ imports this package; ``make test-spawn`` and ``make test-matrix`` use it.
 The variable is then removed from ``os.environ``, so that a script the notebook
 runs as a subprocess still chooses its own start method, as it would anywhere.
 """
+
 from __future__ import annotations
 
 import multiprocessing as _mp

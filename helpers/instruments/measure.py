@@ -6,6 +6,7 @@ Numbers in this book are only meaningful next to the machine that produced
 them, so every plot and table carries :func:`run_details`: CPU count, Python
 version and build, platform, and the multiprocessing start method.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -16,8 +17,7 @@ import sysconfig
 import time
 from dataclasses import dataclass
 
-__all__ = ["Timer", "run_details", "format_run_details", "stamp", "usable_cpus", "gil_enabled",
-           "peak_memory_kib"]
+__all__ = ["Timer", "run_details", "format_run_details", "stamp", "usable_cpus", "gil_enabled", "peak_memory_kib"]
 
 #: The prefix that the nbval sanitize file recognises; keep them in step.
 STAMP_PREFIX = "run details:"
@@ -33,7 +33,7 @@ class Timer:
     start: float | None = None
     end: float | None = None
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.start = time.perf_counter()
         self.end = None
         return self

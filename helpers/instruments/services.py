@@ -13,6 +13,7 @@ it: nothing is started, and ``close`` leaves that server alone.
 Redis keeps nothing on disk (no RDB snapshots, no AOF). memcached runs with
 UDP off, and with ``-u nobody`` only when running as root, which it requires.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -130,7 +131,7 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child before ex
         pass
 
 
-_live: "weakref.WeakSet[Service]" = weakref.WeakSet()
+_live: weakref.WeakSet[Service] = weakref.WeakSet()
 
 
 @dataclass(eq=False)
@@ -192,7 +193,7 @@ class Service:
 
     stop = close
 
-    def __enter__(self) -> "Service":
+    def __enter__(self) -> Service:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -260,8 +261,9 @@ def _launch(kind: str, build_command, port: int | None, timeout: float) -> Servi
         last_error = service.log().strip()[-800:]
         service.close()
         if exited is None:
-            raise ServiceError(f"{kind} did not answer on port {this_port} within {timeout} s; "
-                               f"its log ends with:\n{last_error}")
+            raise ServiceError(
+                f"{kind} did not answer on port {this_port} within {timeout} s; its log ends with:\n{last_error}"
+            )
         in_use = "in use" in last_error.lower()
         if not (chosen_by_us and in_use):
             raise ServiceError(f"{kind} exited with code {exited} at start; its log ends with:\n{last_error}")
@@ -306,9 +308,23 @@ def start_redis(
 
     def command(port: int, workdir: Path) -> list[str]:
         cmd = [
-            binary, "--bind", LOOPBACK, "--port", str(port),
-            "--save", "", "--appendonly", "no", "--dir", str(workdir),
-            "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
+            binary,
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
         ]
         if maxmemory:
             cmd += ["--maxmemory", maxmemory]

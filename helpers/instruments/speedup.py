@@ -15,11 +15,13 @@ Used by chapter 03 (process pools), the thread and thread-pool chapters, and
 
 A job is any callable ``run_job(workers) -> JobRun``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from helpers.instruments.measure import stamp, usable_cpus
 from helpers.instruments.timeline import TaskRecord, plot_timeline
@@ -130,8 +132,7 @@ def fit_parallel_fraction(points: Sequence[SpeedupPoint], max_workers: int | Non
     model. Returns None when no point qualifies. Clipped to 0..1.
     """
     limit = usable_cpus() if max_workers is None else _check_workers("max_workers", max_workers)
-    fractions = sorted(serial_fraction(p.speedup, p.workers) for p in _check_points(points)
-                       if 2 <= p.workers <= limit)
+    fractions = sorted(serial_fraction(p.speedup, p.workers) for p in _check_points(points) if 2 <= p.workers <= limit)
     if not fractions:
         return None
     mid = len(fractions) // 2
@@ -161,8 +162,7 @@ def speedup_points(times: Mapping[int, float], baseline: float | None = None) ->
             raise ValueError("times has no 1-worker entry: pass baseline= explicitly")
         baseline = checked[1]
     baseline = _check_time("baseline", baseline)
-    return [SpeedupPoint(n, t, speedup(baseline, t), efficiency(baseline, t, n))
-            for n, t in sorted(checked.items())]
+    return [SpeedupPoint(n, t, speedup(baseline, t), efficiency(baseline, t, n)) for n, t in sorted(checked.items())]
 
 
 def format_speedup_table(points: Sequence[SpeedupPoint], percent: bool = False) -> str:
@@ -183,9 +183,16 @@ def format_speedup_table(points: Sequence[SpeedupPoint], percent: bool = False) 
     return "\n".join(lines)
 
 
-def plot_speedup(points: Sequence[SpeedupPoint], *, parallel_fraction: float | None = None,
-                 cpus: int | None = None, ax=None, title: str = "", highlight: int | None = None,
-                 max_workers: int | None = None):
+def plot_speedup(
+    points: Sequence[SpeedupPoint],
+    *,
+    parallel_fraction: float | None = None,
+    cpus: int | None = None,
+    ax=None,
+    title: str = "",
+    highlight: int | None = None,
+    max_workers: int | None = None,
+):
     """Measured speedup against workers, with the ideal line and Amdahl's law; return the Axes.
 
     ``parallel_fraction`` defaults to :func:`fit_parallel_fraction` of the points.
@@ -207,11 +214,15 @@ def plot_speedup(points: Sequence[SpeedupPoint], *, parallel_fraction: float | N
     xs = list(range(1, top + 1))
     ax.plot(xs, xs, "--", color="0.5", label="ideal (speedup = workers)")
     if parallel_fraction is not None:
-        ax.plot(xs, [amdahl(n, parallel_fraction) for n in xs], ":", color="tab:green",
-                label=f"Amdahl, parallel fraction {parallel_fraction:.2f}")
+        ax.plot(
+            xs,
+            [amdahl(n, parallel_fraction) for n in xs],
+            ":",
+            color="tab:green",
+            label=f"Amdahl, parallel fraction {parallel_fraction:.2f}",
+        )
     ax.axvline(cpus, color="tab:red", linewidth=0.8, alpha=0.6, label=f"{cpus} CPUs")
-    ax.plot([p.workers for p in points], [p.speedup for p in points], "o-", color="tab:blue",
-            label="measured")
+    ax.plot([p.workers for p in points], [p.speedup for p in points], "o-", color="tab:blue", label="measured")
     if highlight is not None:
         for p in points:
             if p.workers == highlight:
@@ -237,8 +248,15 @@ class WorkerExplorer:
     speedup against workers beside that run's per-worker timeline.
     """
 
-    def __init__(self, run_job: Callable[[int], JobRun], *, max_workers: int,
-                 lane_label: str = "process", by: str = "pid", title: str = "") -> None:
+    def __init__(
+        self,
+        run_job: Callable[[int], JobRun],
+        *,
+        max_workers: int,
+        lane_label: str = "process",
+        by: str = "pid",
+        title: str = "",
+    ) -> None:
         if not callable(run_job):
             raise TypeError(f"run_job must be callable, got {type(run_job).__name__}")
         self.run_job = run_job
@@ -279,14 +297,15 @@ class WorkerExplorer:
         if workers not in self.runs or 1 not in self.runs:
             raise ValueError(f"no run at 1 and {workers} workers yet: call measure() or update()")
         run = self.runs[workers]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained",
-                                          gridspec_kw={"width_ratios": [1, 1.3]})
+        fig, (left, right) = plt.subplots(
+            1, 2, figsize=(10, 3.8), layout="constrained", gridspec_kw={"width_ratios": [1, 1.3]}
+        )
         points = self.points()
-        plot_speedup(points, ax=left, highlight=workers, max_workers=self.max_workers,
-                     title="speedup against workers")
+        plot_speedup(points, ax=left, highlight=workers, max_workers=self.max_workers, title="speedup against workers")
         if run.records:
-            plot_timeline(run.records, by=self.by, ax=right, lane_label=self.lane_label,
-                          label_tasks=len(run.records) <= 30)
+            plot_timeline(
+                run.records, by=self.by, ax=right, lane_label=self.lane_label, label_tasks=len(run.records) <= 30
+            )
         this = next(p for p in points if p.workers == workers)
         right.set_title(f"{workers} worker(s): {run.elapsed:.2f} s, {this.speedup:.2f}×")
         if self.title:
@@ -323,7 +342,8 @@ def worker_count_widget(explorer: WorkerExplorer, value: int | None = None):
     if not isinstance(explorer, WorkerExplorer):
         raise TypeError(f"explorer must be a WorkerExplorer, got {type(explorer).__name__}")
     value = min(usable_cpus(), explorer.max_workers) if value is None else explorer._check_count(value)
-    slider = widgets.IntSlider(value=value, min=1, max=explorer.max_workers, step=1,
-                               description="workers", continuous_update=False)
+    slider = widgets.IntSlider(
+        value=value, min=1, max=explorer.max_workers, step=1, description="workers", continuous_update=False
+    )
     out = widgets.interactive_output(explorer.update, {"workers": slider})
     return widgets.VBox([slider, out])

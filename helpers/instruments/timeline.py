@@ -6,10 +6,12 @@ Workers return :class:`TaskRecord` values (they never print: a child process's
 output is not captured under nbval). Times are wall-clock ``time.time()`` so
 that records from different processes share one axis.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 __all__ = ["TaskRecord", "plot_timeline", "lanes", "max_overlap"]
 
@@ -96,11 +98,17 @@ def plot_timeline(
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, rec in enumerate(sorted(records, key=lambda r: r.start)):
         lane = lane_of[getattr(rec, by)]
-        ax.barh(lane, rec.duration, left=rec.start - t0, height=0.6,
-                color=colors[i % len(colors)], edgecolor="black", linewidth=0.5)
+        ax.barh(
+            lane,
+            rec.duration,
+            left=rec.start - t0,
+            height=0.6,
+            color=colors[i % len(colors)],
+            edgecolor="black",
+            linewidth=0.5,
+        )
         if label_tasks:
-            ax.text(rec.start - t0 + rec.duration / 2, lane, str(rec.task),
-                    ha="center", va="center", fontsize=8)
+            ax.text(rec.start - t0 + rec.duration / 2, lane, str(rec.task), ha="center", va="center", fontsize=8)
     name = lane_label or ("process" if by == "pid" else "thread")
     ax.set_yticks(range(len(lane_of)), [f"{name} {i}" for i in range(len(lane_of))])
     ax.invert_yaxis()

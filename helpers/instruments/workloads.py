@@ -9,6 +9,7 @@ Used by the processes, threads, coroutines and choosing-a-model chapters
 * :func:`timed_task` runs either kind and returns a :class:`~helpers.instruments.timeline.TaskRecord`,
   so a chapter can draw who ran what, when.
 """
+
 from __future__ import annotations
 
 import math
@@ -92,6 +93,10 @@ def timed_task(task: int, seconds: float = 0.0, prime_limit: int = 0) -> TaskRec
         time.sleep(seconds)
     result = count_primes(prime_limit) if prime_limit else None
     return TaskRecord(
-        task=task, pid=os.getpid(), thread=threading.current_thread().name,
-        start=start, end=time.time(), result=result,
+        task=task,
+        pid=os.getpid(),
+        thread=threading.current_thread().name,
+        start=start,
+        end=time.time(),
+        result=result,
     )

@@ -1,4 +1,5 @@
 """helpers.instruments.services: real servers start, answer, stop, and fail clearly."""
+
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ import pytest
 
 from helpers.instruments import services
 from helpers.instruments.services import ServiceError, start_memcached, start_memcached_cluster, start_redis
+
 
 # The tests start their own servers; a REDIS_URL or MEMCACHED_SERVERS in the environment
 # must not change what they test.
@@ -143,10 +145,13 @@ def test_overrides_that_do_not_answer_fail_fast(monkeypatch):
         start_redis()
 
 
-@pytest.mark.parametrize("start, binary, package", [
-    (start_redis, "redis-server", "redis-server"),
-    (start_memcached, "memcached", "memcached"),
-])
+@pytest.mark.parametrize(
+    "start, binary, package",
+    [
+        (start_redis, "redis-server", "redis-server"),
+        (start_memcached, "memcached", "memcached"),
+    ],
+)
 def test_missing_binary_names_the_package_at_once(monkeypatch, tmp_path, start, binary, package):
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no server binaries
     began = time.monotonic()
@@ -155,20 +160,23 @@ def test_missing_binary_names_the_package_at_once(monkeypatch, tmp_path, start, 
     assert time.monotonic() - began < 1.0
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: start_redis(port="6379"), TypeError),
-    (lambda: start_redis(port=0), ValueError),
-    (lambda: start_redis(port=70000), ValueError),
-    (lambda: start_redis(timeout=0), ValueError),
-    (lambda: start_redis(timeout="5"), TypeError),
-    (lambda: start_redis(extra_args="--port 1"), TypeError),
-    (lambda: start_redis(maxmemory=5), TypeError),
-    (lambda: start_memcached(memory_mb=0), ValueError),
-    (lambda: start_memcached(memory_mb=1.5), TypeError),
-    (lambda: start_memcached_cluster(0), ValueError),
-    (lambda: start_memcached_cluster("3"), TypeError),
-    (lambda: services.port_is_free(-1), ValueError),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: start_redis(port="6379"), TypeError),
+        (lambda: start_redis(port=0), ValueError),
+        (lambda: start_redis(port=70000), ValueError),
+        (lambda: start_redis(timeout=0), ValueError),
+        (lambda: start_redis(timeout="5"), TypeError),
+        (lambda: start_redis(extra_args="--port 1"), TypeError),
+        (lambda: start_redis(maxmemory=5), TypeError),
+        (lambda: start_memcached(memory_mb=0), ValueError),
+        (lambda: start_memcached(memory_mb=1.5), TypeError),
+        (lambda: start_memcached_cluster(0), ValueError),
+        (lambda: start_memcached_cluster("3"), TypeError),
+        (lambda: services.port_is_free(-1), ValueError),
+    ],
+)
 def test_bad_arguments_raise_clear_errors(call, error):
     with pytest.raises(error):
         call()

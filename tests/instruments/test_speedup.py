@@ -1,4 +1,5 @@
 """helpers.instruments.speedup: speedup arithmetic, Amdahl's law, the plot and the worker-count explorer."""
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from helpers.instruments.speedup import (
-    JobRun, SpeedupPoint, WorkerExplorer, amdahl, efficiency, fit_parallel_fraction,
-    format_speedup_table, plot_speedup, serial_fraction, speedup, speedup_points, worker_count_widget,
+    JobRun,
+    SpeedupPoint,
+    WorkerExplorer,
+    amdahl,
+    efficiency,
+    fit_parallel_fraction,
+    format_speedup_table,
+    plot_speedup,
+    serial_fraction,
+    speedup,
+    speedup_points,
+    worker_count_widget,
 )
 from helpers.instruments.timeline import TaskRecord
 
@@ -46,35 +57,38 @@ def test_speedup_points_table_and_fit():
     assert speedup_points({2: 1.0}, baseline=1.5)[0].speedup == 1.5
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: speedup(0, 1), ValueError),
-    (lambda: speedup(1, "1"), TypeError),
-    (lambda: speedup(1, float("inf")), ValueError),
-    (lambda: efficiency(1, 1, 0), ValueError),
-    (lambda: efficiency(1, 1, 1.5), TypeError),
-    (lambda: amdahl(2, 1.5), ValueError),
-    (lambda: amdahl(True, 0.5), TypeError),
-    (lambda: serial_fraction(1.5, 1), ValueError),
-    (lambda: speedup_points({}), ValueError),
-    (lambda: speedup_points([1, 2]), TypeError),
-    (lambda: speedup_points({2: 1.0}), ValueError),
-    (lambda: format_speedup_table([]), ValueError),
-    (lambda: format_speedup_table([1.0]), TypeError),
-    (lambda: format_speedup_table(speedup_points({1: 1.0}), percent="yes"), TypeError),
-    (lambda: plot_speedup([]), ValueError),
-    (lambda: JobRun(0, 1.0), ValueError),
-    (lambda: JobRun(1, 0.0), ValueError),
-    (lambda: JobRun(1, 1.0, records=("x",)), TypeError),
-    (lambda: WorkerExplorer("job", max_workers=2), TypeError),
-    (lambda: WorkerExplorer(fake_job, max_workers=0), ValueError),
-    (lambda: WorkerExplorer(fake_job, max_workers=2, by="core"), ValueError),
-    (lambda: WorkerExplorer(fake_job, max_workers=2).measure(3), ValueError),
-    (lambda: WorkerExplorer(fake_job, max_workers=2).figure(1), ValueError),
-    (lambda: WorkerExplorer(fake_job, max_workers=2).sweep([]), ValueError),
-    (lambda: WorkerExplorer(lambda n: 1.0, max_workers=2).measure(1), TypeError),
-    (lambda: WorkerExplorer(lambda n: JobRun(1, 1.0), max_workers=2).measure(2), ValueError),
-    (lambda: worker_count_widget("explorer"), TypeError),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: speedup(0, 1), ValueError),
+        (lambda: speedup(1, "1"), TypeError),
+        (lambda: speedup(1, float("inf")), ValueError),
+        (lambda: efficiency(1, 1, 0), ValueError),
+        (lambda: efficiency(1, 1, 1.5), TypeError),
+        (lambda: amdahl(2, 1.5), ValueError),
+        (lambda: amdahl(True, 0.5), TypeError),
+        (lambda: serial_fraction(1.5, 1), ValueError),
+        (lambda: speedup_points({}), ValueError),
+        (lambda: speedup_points([1, 2]), TypeError),
+        (lambda: speedup_points({2: 1.0}), ValueError),
+        (lambda: format_speedup_table([]), ValueError),
+        (lambda: format_speedup_table([1.0]), TypeError),
+        (lambda: format_speedup_table(speedup_points({1: 1.0}), percent="yes"), TypeError),
+        (lambda: plot_speedup([]), ValueError),
+        (lambda: JobRun(0, 1.0), ValueError),
+        (lambda: JobRun(1, 0.0), ValueError),
+        (lambda: JobRun(1, 1.0, records=("x",)), TypeError),
+        (lambda: WorkerExplorer("job", max_workers=2), TypeError),
+        (lambda: WorkerExplorer(fake_job, max_workers=0), ValueError),
+        (lambda: WorkerExplorer(fake_job, max_workers=2, by="core"), ValueError),
+        (lambda: WorkerExplorer(fake_job, max_workers=2).measure(3), ValueError),
+        (lambda: WorkerExplorer(fake_job, max_workers=2).figure(1), ValueError),
+        (lambda: WorkerExplorer(fake_job, max_workers=2).sweep([]), ValueError),
+        (lambda: WorkerExplorer(lambda n: 1.0, max_workers=2).measure(1), TypeError),
+        (lambda: WorkerExplorer(lambda n: JobRun(1, 1.0), max_workers=2).measure(2), ValueError),
+        (lambda: worker_count_widget("explorer"), TypeError),
+    ],
+)
 def test_bad_arguments_are_refused(call, error):
     with pytest.raises(error):
         call()
@@ -83,9 +97,16 @@ def test_bad_arguments_are_refused(call, error):
 def fake_job(workers: int) -> JobRun:
     """Four 0.1 s tasks spread over `workers` lanes, without running anything."""
     now = time.time()
-    records = tuple(TaskRecord(task=i, pid=1000 + i % workers, thread="MainThread",
-                               start=now + 0.1 * (i // workers), end=now + 0.1 * (i // workers + 1))
-                    for i in range(4))
+    records = tuple(
+        TaskRecord(
+            task=i,
+            pid=1000 + i % workers,
+            thread="MainThread",
+            start=now + 0.1 * (i // workers),
+            end=now + 0.1 * (i // workers + 1),
+        )
+        for i in range(4)
+    )
     return JobRun(workers=workers, elapsed=0.4 / min(workers, 2), records=records, result=4)
 
 
@@ -93,8 +114,8 @@ def test_plot_speedup_draws_ideal_amdahl_and_stamp():
     points = speedup_points({1: 1.0, 2: 0.55, 3: 0.5})
     ax = plot_speedup(points, cpus=2)
     labels = [line.get_label() for line in ax.get_lines()]
-    assert "measured" in labels and any(l.startswith("ideal") for l in labels)
-    assert any(l.startswith("Amdahl") for l in labels)
+    assert "measured" in labels and any(label.startswith("ideal") for label in labels)
+    assert any(label.startswith("Amdahl") for label in labels)
     stamped = list(ax.texts) + list(ax.figure.texts)
     assert any("CPUs" in t.get_text() for t in stamped)  # the run-details stamp
     plt.close("all")
@@ -120,6 +141,7 @@ def test_explorer_sweep_and_update_use_the_same_path():
 
 def test_widget_is_a_slider_over_the_worker_counts():
     import ipywidgets as widgets
+
     explorer = WorkerExplorer(fake_job, max_workers=4)
     box = worker_count_widget(explorer, value=2)
     slider = box.children[0]
