@@ -14,14 +14,17 @@ runs as a subprocess still chooses its own start method, as it would anywhere.
 
 from __future__ import annotations
 
-import multiprocessing as _mp
 import os as _os
 
 __all__ = ["BOOK_START_METHOD"]
 
 BOOK_START_METHOD = _os.environ.pop("BOOK_START_METHOD", "").strip() or None
 
+# Nothing else is imported here: a script run as ``python -m helpers.scripts.X`` imports this
+# package first, and gevent's patch_all() must come before socket, select and threading.
 if BOOK_START_METHOD is not None:
+    import multiprocessing as _mp
+
     if BOOK_START_METHOD not in _mp.get_all_start_methods():
         raise ValueError(
             f"BOOK_START_METHOD={BOOK_START_METHOD!r} is not available here; "
