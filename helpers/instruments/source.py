@@ -30,6 +30,15 @@ class Source:
         self.origin = origin
         self.text = f"# {origin}\n{text.rstrip()}\n"
 
+    def _repr_html_(self) -> str:
+        from pygments import highlight
+        from pygments.formatters import HtmlFormatter
+        from pygments.lexers import PythonLexer
+
+        # Inline styles: the colours survive JupyterLab's sanitizer and need no stylesheet.
+        formatter = HtmlFormatter(noclasses=True, nobackground=False, style="default")
+        return highlight(self.text, PythonLexer(), formatter)
+
     def _repr_markdown_(self) -> str:
         fence = "```"
         while fence in self.text:  # a fence longer than any run of backticks inside

@@ -24,6 +24,12 @@ def test_markdown_form_is_a_fenced_python_block():
     assert markdown.endswith("\n```\n")
 
 
+def test_html_form_is_highlighted_with_inline_styles():
+    html = show_source(describe_self)._repr_html_()
+    assert html.startswith('<div class="highlight"') and "style=" in html
+    assert "describe_self" in html and "class=" in html.split(">", 1)[0]
+
+
 def test_several_objects_and_a_class():
     shown = repr(show_source(describe_self, ClockProcess))
     assert "def describe_self(" in shown and "class ClockProcess(" in shown
