@@ -1,9 +1,14 @@
 """Targets for chapter 01 (start processes): small, bounded, and importable.
 
-Every function here runs in a child process. None of them prints: results go
+Chapter 01 shows each target's source (``show_source``) where it first runs;
+chapter 04 reuses :func:`put_squares`, and chapters 02-04 and 13 the plumbing
+(:func:`collect`, :func:`join_all`, :func:`child_error_line`).
+
+Every target here runs in a child process. None of them prints: results go
 back through a queue, because a child's output never reaches a notebook under
 nbval. Every loop has an upper bound, so a forgotten child still ends.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +46,7 @@ def describe_self(out, greeting: str = "hello", *, repeat: int = 1) -> None:
     """Put this process's name, pid, parent pid and a greeting on ``out``."""
     _check_int("repeat", repeat, 1, 100)
     me = mp.current_process()
-    out.put({"name": me.name, "pid": os.getpid(), "ppid": os.getppid(),
-             "greeting": " ".join([greeting] * repeat)})
+    out.put({"name": me.name, "pid": os.getpid(), "ppid": os.getppid(), "greeting": " ".join([greeting] * repeat)})
 
 
 def record_task(out, task: int, seconds: float = 0.0, prime_limit: int = 0) -> None:
@@ -247,7 +251,10 @@ def join_all(processes: list[BaseProcess], timeout: float = 30.0) -> list[int | 
 
 
 def put_squares(out, numbers: list[int]) -> None:
-    """Put ``n * n`` on ``out`` for each number (the chapter 01 exercise's target)."""
+    """Put ``n * n`` on ``out`` (a ``Queue`` or a ``SimpleQueue``) for each number.
+
+    The target of chapter 01's exercise, and chapter 04's producer for both queue kinds.
+    """
     if isinstance(numbers, (str, bytes)) or not hasattr(numbers, "__iter__"):
         raise TypeError(f"numbers must be a list of numbers, got {type(numbers).__name__}")
     for n in numbers:

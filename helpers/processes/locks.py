@@ -1,7 +1,8 @@
 """Targets for chapter 02 (protect shared state with process locks, 进程锁).
 
 Every function here except :func:`format_line` and :func:`check_lines` runs in
-a child process, so it lives in a module a spawned child can import. None of
+a child process, so it lives in a module a spawned child can import; chapter 02
+shows each one's source (``show_source``) where it first runs. None of
 them prints: results go back through a queue (or are the shared value itself).
 Every loop is bounded and every ``acquire``/``wait`` has a timeout, so a
 mistake ends as a ``False`` or a count instead of a hung notebook.
@@ -11,8 +12,10 @@ mistake ends as a ``False`` or a count instead of a hung notebook.
 * :func:`hold_lock`: keep a lock busy so the parent can show ``acquire(timeout=...)``.
 * :func:`use_resource`: a ``Semaphore`` admitting at most *n* processes at once.
 * :func:`grab_two`: two locks, taken in either order; a deadlock, or none.
-* :func:`append_with` and :func:`append_try_finally`: two processes, one file.
+* :func:`append_with` and :func:`append_try_finally`: two processes, one file
+  (each line written by :func:`append_in_pieces`).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +23,8 @@ import re
 import threading
 import time
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from helpers.instruments.timeline import TaskRecord
 from helpers.instruments.workloads import _check_int, _check_seconds
@@ -34,6 +38,7 @@ __all__ = [
     "use_resource",
     "grab_two",
     "format_line",
+    "append_in_pieces",
     "append_with",
     "append_try_finally",
     "check_lines",
@@ -43,14 +48,12 @@ __all__ = [
 MAX_TIMES = 10_000_000  # bound on every loop's length
 MAX_WAIT = 120.0  # seconds: the longest any acquire or wait here may block
 LINE_WIDTH = 40  # the '#' padding of each line appended to the shared file
-LINE_PATTERN = re.compile(r"^([a-z]{1,16}) (\d{5}) (#{%d})$" % LINE_WIDTH)
+LINE_PATTERN = re.compile(rf"^([a-z]{{1,16}}) (\d{{5}}) (#{{{LINE_WIDTH}}})$")
 
 
 def _check_lock(name: str, lock: Any) -> Any:
     if not (callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None))):
-        raise TypeError(
-            f"{name} must be a lock (something with acquire() and release()), got {type(lock).__name__}"
-        )
+        raise TypeError(f"{name} must be a lock (something with acquire() and release()), got {type(lock).__name__}")
     return lock
 
 
@@ -84,8 +87,8 @@ def _wait_at(meet: Any, timeout: float) -> None:
 
 # --- the lost update ---------------------------------------------------------------
 
-def add_many(counter: Any, times: int, *, locked: bool, start: Any = None,
-             timeout: float = 30.0) -> None:
+
+def add_many(counter: Any, times: int, *, locked: bool, start: Any = None, timeout: float = 30.0) -> None:
     """Add 1 to a shared ``multiprocessing.Value`` ``times`` times.
 
     ``counter`` is a synchronized Value (``Value('i', 0)``, the default
@@ -117,6 +120,7 @@ def add_many(counter: Any, times: int, *, locked: bool, start: Any = None,
 
 # --- re-entry: why RLock exists -----------------------------------------------------
 
+
 def deposit(balance: Any, lock: Any, amount: int, timeout: float = 0.2) -> bool:
     """Add ``amount`` to ``balance.value`` while holding ``lock``.
 
@@ -135,8 +139,7 @@ def deposit(balance: Any, lock: Any, amount: int, timeout: float = 0.2) -> bool:
         lock.release()
 
 
-def deposit_all(out: Any, balance: Any, lock: Any, amounts: Sequence[int],
-                timeout: float = 0.2) -> None:
+def deposit_all(out: Any, balance: Any, lock: Any, amounts: Sequence[int], timeout: float = 0.2) -> None:
     """Hold ``lock`` for a whole batch, calling :func:`deposit` (which takes it again).
 
     Puts the list of :func:`deposit` results on ``out``. With an ``RLock``
@@ -163,6 +166,7 @@ def deposit_all(out: Any, balance: Any, lock: Any, amounts: Sequence[int],
 
 # --- acquire(timeout=...) -----------------------------------------------------------
 
+
 def hold_lock(lock: Any, holding: Any, let_go: Any, max_seconds: float = 30.0) -> None:
     """Take ``lock``, set the ``holding`` Event, keep the lock until ``let_go`` is set.
 
@@ -181,8 +185,8 @@ def hold_lock(lock: Any, holding: Any, let_go: Any, max_seconds: float = 30.0) -
 
 # --- Semaphore ----------------------------------------------------------------------
 
-def use_resource(out: Any, semaphore: Any, task: int, seconds: float = 0.3,
-                 timeout: float = 30.0) -> None:
+
+def use_resource(out: Any, semaphore: Any, task: int, seconds: float = 0.3, timeout: float = 30.0) -> None:
     """Use a resource that admits few processes at once: wait for ``semaphore``, then sleep.
 
     Puts a :class:`~helpers.instruments.timeline.TaskRecord` on ``out``: ``start`` is when
@@ -209,8 +213,10 @@ def use_resource(out: Any, semaphore: Any, task: int, seconds: float = 0.3,
 
 # --- two locks: deadlock and lock ordering -----------------------------------------
 
-def take_two_locks(first: Any, second: Any, rounds: int, *, timeout: float,
-                   meet: Any = None, patience: float = 30.0) -> int:
+
+def take_two_locks(
+    first: Any, second: Any, rounds: int, *, timeout: float, meet: Any = None, patience: float = 30.0
+) -> int:
     """Take ``first``, then ``second``, ``rounds`` times; return how many rounds got both.
 
     The second lock is waited for at most ``timeout`` seconds, so a deadlock
@@ -240,8 +246,17 @@ def take_two_locks(first: Any, second: Any, rounds: int, *, timeout: float,
     return got_both
 
 
-def grab_two(out: Any, name: str, first: Any, second: Any, *, timeout: float = 0.5,
-             rounds: int = 1, meet: Any = None, start: Any = None) -> None:
+def grab_two(
+    out: Any,
+    name: str,
+    first: Any,
+    second: Any,
+    *,
+    timeout: float = 0.5,
+    rounds: int = 1,
+    meet: Any = None,
+    start: Any = None,
+) -> None:
     """Take ``first``, then ``second`` (with a timeout), ``rounds`` times.
 
     Puts ``{"worker": name, "rounds": rounds, "got_both": n}`` on ``out``.
@@ -267,6 +282,7 @@ def grab_two(out: Any, name: str, first: Any, second: Any, *, timeout: float = 0
 
 # --- two processes, one file --------------------------------------------------------
 
+
 def format_line(writer: str, number: int) -> str:
     """One line of the shared file: ``'<writer> <number, 5 digits> <40 #>'`` and a newline."""
     _check_writer(writer)
@@ -274,8 +290,14 @@ def format_line(writer: str, number: int) -> str:
     return f"{writer} {number:05d} {'#' * LINE_WIDTH}\n"
 
 
-def _append(path: str, line: str) -> None:
-    # Three writes per line, so that an unlocked writer could land between them.
+def append_in_pieces(path: str, line: str) -> None:
+    """Append one :func:`format_line` line to ``path`` in three writes, flushing each.
+
+    Three writes per line, so that an unlocked writer could land between them.
+    """
+    _check_path(path)
+    if not isinstance(line, str) or LINE_PATTERN.match(line.rstrip("\n")) is None:
+        raise ValueError(f"line must be a format_line() line, got {line!r}")
     head, number, tail = line.split(" ", 2)
     with open(path, "a", encoding="utf-8") as f:
         for part in (head + " ", number + " ", tail):
@@ -283,8 +305,7 @@ def _append(path: str, line: str) -> None:
             f.flush()
 
 
-def _check_append_args(out: Any, path: Any, lock: Any, writer: Any, count: Any,
-                       timeout: Any) -> tuple[str, float]:
+def _check_append_args(out: Any, path: Any, lock: Any, writer: Any, count: Any, timeout: Any) -> tuple[str, float]:
     if not callable(getattr(out, "put", None)):
         raise TypeError(f"out must be a queue, got {type(out).__name__}")
     _check_lock("lock", lock)
@@ -293,20 +314,18 @@ def _check_append_args(out: Any, path: Any, lock: Any, writer: Any, count: Any,
     return _check_path(path), _check_seconds("timeout", timeout, MAX_WAIT)
 
 
-def append_with(out: Any, path: str, lock: Any, writer: str, count: int,
-                timeout: float = 10.0) -> None:
+def append_with(out: Any, path: str, lock: Any, writer: str, count: int, timeout: float = 10.0) -> None:
     """Append ``count`` lines to ``path``, each inside ``with lock:``; put (writer, written) on ``out``."""
     path, timeout = _check_append_args(out, path, lock, writer, count, timeout)
     written = 0
     for number in range(count):
         with lock:
-            _append(path, format_line(writer, number))
+            append_in_pieces(path, format_line(writer, number))
         written += 1
     out.put((writer, written))
 
 
-def append_try_finally(out: Any, path: str, lock: Any, writer: str, count: int,
-                       timeout: float = 10.0) -> None:
+def append_try_finally(out: Any, path: str, lock: Any, writer: str, count: int, timeout: float = 10.0) -> None:
     """Append ``count`` lines, each between ``lock.acquire(timeout=...)`` and ``release()``.
 
     Stops early, and says so in the count it puts on ``out``, if the lock
@@ -318,7 +337,7 @@ def append_try_finally(out: Any, path: str, lock: Any, writer: str, count: int,
         if not lock.acquire(timeout=timeout):
             break
         try:
-            _append(path, format_line(writer, number))
+            append_in_pieces(path, format_line(writer, number))
         finally:
             lock.release()
         written += 1

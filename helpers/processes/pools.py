@@ -4,17 +4,20 @@ Used by chapter 03 (process pools), by ``bench/process_pool.py``, and by the
 thread-pool chapters, which reuse :func:`prime_chunks` and :func:`timed_prime_chunk`.
 
 Every function a pool worker runs lives here, so the chapter works under the
-``spawn`` start method. None of them prints: each returns its value, which the
+``spawn`` and ``forkserver`` start methods; chapter 03 shows each one's source
+(``show_source``) where it first runs. None of them prints: each returns its value, which the
 pool carries back to the parent. Every wait has a time bound.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import threading
 import time
+from collections.abc import Iterable
 from multiprocessing.pool import Pool
-from typing import Any, Iterable
+from typing import Any
 
 from helpers.instruments.measure import Timer
 from helpers.instruments.timeline import TaskRecord
@@ -110,7 +113,8 @@ def sleep_then_square(x: int, seconds: float = 0.0) -> int:
 
 def nap(seconds: float) -> float:
     """Sleep ``seconds`` and return that same number: a one-argument task for ``imap``."""
-    return time.sleep(_check_seconds("seconds", seconds)) or seconds
+    time.sleep(_check_seconds("seconds", seconds))
+    return seconds
 
 
 def fail_if(x: int, bad: int) -> int:
@@ -147,12 +151,12 @@ def timed_prime_chunk(task: int, start: int, stop: int) -> TaskRecord:
     _check_int("task", task)
     began = time.time()
     found = count_primes_in_range(start, stop)
-    return TaskRecord(task=task, pid=os.getpid(), thread=threading.current_thread().name,
-                      start=began, end=time.time(), result=found)
+    return TaskRecord(
+        task=task, pid=os.getpid(), thread=threading.current_thread().name, start=began, end=time.time(), result=found
+    )
 
 
-def run_primes_on_pool(workers: int, limit: int = 600_000, chunks: int = 24,
-                       timeout: float = 120.0, ctx=None):
+def run_primes_on_pool(workers: int, limit: int = 600_000, chunks: int = 24, timeout: float = 120.0, ctx=None):
     """Count the primes below ``limit`` in ``chunks`` tasks on a pool of ``workers`` processes.
 
     Returns a :class:`helpers.instruments.speedup.JobRun`. The clock runs only while the tasks
@@ -172,8 +176,7 @@ def run_primes_on_pool(workers: int, limit: int = 600_000, chunks: int = 24,
         join_pool(pool, timeout)
     finally:
         pool.terminate()
-    return JobRun(workers=workers, elapsed=t.elapsed, records=tuple(records),
-                  result=sum(r.result for r in records))
+    return JobRun(workers=workers, elapsed=t.elapsed, records=tuple(records), result=sum(r.result for r in records))
 
 
 def join_pool(pool: Pool, timeout: float = 30.0) -> None:

@@ -1,7 +1,9 @@
 """Share data between processes: child targets and measurements for chapter 04.
 
 Every function that a child process runs lives here (never in a notebook cell),
-so chapter 04 works under ``fork`` and ``spawn`` alike. Children never print:
+so chapter 04 works under ``fork``, ``spawn`` and ``forkserver`` alike; the chapter
+shows each one's source (``show_source``) where it first runs. (Its queue producer
+is :func:`helpers.processes.basics.put_squares`, shared with chapter 01.) Children never print:
 results come back through a queue, a pipe, a managed object or shared memory.
 Every loop has an upper bound and every wait has a timeout, so a forgotten
 child still ends.
@@ -16,6 +18,7 @@ Both start the child first and time only the transfer (not the process start),
 check that the parent received exactly the right data, and release everything
 they created (processes, managers, shared-memory segments) before returning.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -23,7 +26,6 @@ import multiprocessing as mp
 import os
 import queue as _queue
 import struct
-import threading
 import time
 import zlib
 from multiprocessing import shared_memory
@@ -38,8 +40,6 @@ __all__ = [
     "add_to_value",
     "add_to_each",
     "square_tasks",
-    "put_squares",
-    "wait_for_tasks",
     "send_numbers",
     "echo_upper",
     "record_visits",
@@ -62,8 +62,7 @@ SHM_DIR = "/dev/shm"
 def _check_lockable(name: str, value) -> None:
     if not hasattr(value, "get_lock"):
         raise TypeError(
-            f"{name} must be a synchronized Value or Array (created with lock=True), "
-            f"got {type(value).__name__}"
+            f"{name} must be a synchronized Value or Array (created with lock=True), got {type(value).__name__}"
         )
 
 
@@ -76,6 +75,7 @@ def _check_name(name) -> str:
 
 
 # --- Value and Array --------------------------------------------------------------------
+
 
 def add_to_value(counter, times: int, use_lock: bool = True) -> None:
     """Add 1 to ``counter.value``, ``times`` times; hold its lock per step if ``use_lock``.
@@ -112,6 +112,7 @@ def add_to_each(array, times: int, amount: int = 1) -> None:
 
 # --- Queues ---------------------------------------------------------------------------
 
+
 def square_tasks(tasks, results, max_tasks: int = 10_000, timeout: float = 30.0) -> None:
     """Consume numbers from a ``JoinableQueue`` until ``None``; put ``(n, n * n)`` on ``results``.
 
@@ -136,36 +137,8 @@ def square_tasks(tasks, results, max_tasks: int = 10_000, timeout: float = 30.0)
             tasks.task_done()
 
 
-def put_squares(out, numbers: list[int]) -> None:
-    """Put ``n * n`` for each of ``numbers`` on ``out`` (a ``SimpleQueue`` or a ``Queue``)."""
-    if not isinstance(numbers, (list, tuple, range)):
-        raise TypeError(f"numbers must be a list, tuple or range, got {type(numbers).__name__}")
-    if len(numbers) > MAX_COUNT:
-        raise ValueError(f"numbers has {len(numbers)} items; the limit is {MAX_COUNT}")
-    for n in numbers:
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"numbers must hold ints, got {type(n).__name__}")
-        out.put(n * n)
-
-
-def wait_for_tasks(tasks, timeout: float) -> bool:
-    """``tasks.join()`` with a timeout: True if every task was marked done in time.
-
-    ``JoinableQueue.join()`` has no timeout, so a helper thread (a daemon named
-    ``joinable-queue-waiter``) calls it and this function waits for that thread.
-    On False the thread keeps waiting, and ends by itself as soon as the
-    remaining tasks are marked done.
-    """
-    if not hasattr(tasks, "join") or not hasattr(tasks, "task_done"):
-        raise TypeError(f"tasks must be a JoinableQueue, got {type(tasks).__name__}")
-    timeout = _check_seconds("timeout", timeout, 600.0)
-    waiter = threading.Thread(target=tasks.join, name="joinable-queue-waiter", daemon=True)
-    waiter.start()
-    waiter.join(timeout)
-    return not waiter.is_alive()
-
-
 # --- Pipes ----------------------------------------------------------------------------
+
 
 def send_numbers(conn, count: int) -> None:
     """Send ``0 .. count-1`` then ``None`` down one end of a ``Pipe``, and close it."""
@@ -200,6 +173,7 @@ def echo_upper(conn, max_messages: int = 100, timeout: float = 30.0) -> None:
 
 # --- Managers -------------------------------------------------------------------------
 
+
 def record_visits(shared_dict, shared_list, namespace, lock, worker: str, times: int) -> None:
     """Update three managed objects ``times`` times, holding a managed ``lock`` per update.
 
@@ -217,6 +191,7 @@ def record_visits(shared_dict, shared_list, namespace, lock, worker: str, times:
 
 
 # --- Shared memory ----------------------------------------------------------------------
+
 
 def sum_shared_bytes(name: str, start: int, stop: int, out) -> None:
     """Attach to the segment ``name``, put ``sum(buf[start:stop])`` on ``out``, then close.
@@ -277,6 +252,7 @@ def format_seconds(seconds: float) -> str:
 
 
 # --- The measurements ---------------------------------------------------------------------
+
 
 def make_payload(nbytes: int) -> bytes:
     """``nbytes`` of repeating 0..255: the same data for every mechanism."""
@@ -366,8 +342,9 @@ def _wait_for(event, child, timeout: float, what: str) -> None:
 def _run_measured(ctx, target, mechanism: str, endpoint, size: int, receive, timeout: float) -> float:
     """Start the child, wait until it is ready, then time go -> ``receive(done, child)``."""
     ready, go, done = ctx.Event(), ctx.Event(), ctx.Event()
-    child = ctx.Process(target=target, args=(mechanism, endpoint, size, ready, go, done, timeout),
-                        name=f"sharing-{mechanism}")
+    child = ctx.Process(
+        target=target, args=(mechanism, endpoint, size, ready, go, done, timeout), name=f"sharing-{mechanism}"
+    )
     child.start()
     try:
         _wait_for(ready, child, timeout, f"{mechanism} (start)")
@@ -409,8 +386,10 @@ def bulk_transfer_seconds(mechanism: str, nbytes: int, *, ctx=None, timeout: flo
     if mechanism == "queue":
         q = ctx.Queue()
         try:
+
             def receive(done, child):
                 received["data"] = q.get(timeout=timeout)
+
             seconds = _run_measured(ctx, _bulk_child, mechanism, q, nbytes, receive, timeout)
         finally:
             q.close()
@@ -418,10 +397,12 @@ def bulk_transfer_seconds(mechanism: str, nbytes: int, *, ctx=None, timeout: flo
     elif mechanism == "pipe":
         parent_end, child_end = ctx.Pipe(duplex=False)
         try:
+
             def receive(done, child):
                 if not parent_end.poll(timeout):
                     raise TimeoutError(f"pipe: no data within {timeout} s")
                 received["data"] = parent_end.recv_bytes()
+
             seconds = _run_measured(ctx, _bulk_child, mechanism, child_end, nbytes, receive, timeout)
         finally:
             parent_end.close()
@@ -433,12 +414,15 @@ def bulk_transfer_seconds(mechanism: str, nbytes: int, *, ctx=None, timeout: flo
             def receive(done, child):
                 _wait_for(done, child, timeout, mechanism)
                 received["data"] = shared["data"]
+
             seconds = _run_measured(ctx, _bulk_child, mechanism, shared, nbytes, receive, timeout)
     elif mechanism == "shared_memory":
         shm = shared_memory.SharedMemory(create=True, size=nbytes)
         try:
+
             def receive(done, child):
                 _wait_for(done, child, timeout, mechanism)
+
             seconds = _run_measured(ctx, _bulk_child, mechanism, shm.name, nbytes, receive, timeout)
             view = shm.buf[:nbytes]
             try:
@@ -453,6 +437,7 @@ def bulk_transfer_seconds(mechanism: str, nbytes: int, *, ctx=None, timeout: flo
 
         def receive(done, child):
             _wait_for(done, child, timeout, mechanism)
+
         seconds = _run_measured(ctx, _bulk_child, mechanism, array, nbytes, receive, timeout)
         received["data"] = ctypes.string_at(array, nbytes)
 
@@ -475,8 +460,10 @@ def small_updates_seconds(mechanism: str, count: int, *, ctx=None, timeout: floa
     if mechanism == "queue":
         q = ctx.Queue()
         try:
+
             def receive(done, child):
                 result["total"] = sum(q.get(timeout=timeout) for _ in range(count))
+
             seconds = _run_measured(ctx, _updates_child, mechanism, q, count, receive, timeout)
         finally:
             q.close()
@@ -484,6 +471,7 @@ def small_updates_seconds(mechanism: str, count: int, *, ctx=None, timeout: floa
     elif mechanism == "pipe":
         parent_end, child_end = ctx.Pipe(duplex=False)
         try:
+
             def receive(done, child):
                 total = 0
                 for _ in range(count):
@@ -491,6 +479,7 @@ def small_updates_seconds(mechanism: str, count: int, *, ctx=None, timeout: floa
                         raise TimeoutError(f"pipe: nothing within {timeout} s")
                     total += parent_end.recv()
                 result["total"] = total
+
             seconds = _run_measured(ctx, _updates_child, mechanism, child_end, count, receive, timeout)
         finally:
             parent_end.close()
@@ -502,6 +491,7 @@ def small_updates_seconds(mechanism: str, count: int, *, ctx=None, timeout: floa
             def receive(done, child):
                 _wait_for(done, child, timeout, mechanism)
                 result["total"] = shared["n"]
+
             seconds = _run_measured(ctx, _updates_child, mechanism, shared, count, receive, timeout)
     elif mechanism == "shared_memory":
         shm = shared_memory.SharedMemory(create=True, size=8)
@@ -511,6 +501,7 @@ def small_updates_seconds(mechanism: str, count: int, *, ctx=None, timeout: floa
             def receive(done, child):
                 _wait_for(done, child, timeout, mechanism)
                 result["total"] = struct.unpack_from("q", shm.buf, 0)[0]
+
             seconds = _run_measured(ctx, _updates_child, mechanism, shm.name, count, receive, timeout)
         finally:
             shm.close()
@@ -521,6 +512,7 @@ def small_updates_seconds(mechanism: str, count: int, *, ctx=None, timeout: floa
         def receive(done, child):
             _wait_for(done, child, timeout, mechanism)
             result["total"] = counter.value
+
         seconds = _run_measured(ctx, _updates_child, mechanism, counter, count, receive, timeout)
 
     if result.get("total") != count:

@@ -3,6 +3,7 @@
 Under the spawn start method a child re-imports this file as ``__mp_main__``;
 the guard keeps that import from starting processes of its own.
 """
+
 import multiprocessing as mp
 
 from helpers.processes.basics import ClockProcess

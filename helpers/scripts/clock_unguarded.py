@@ -5,6 +5,7 @@ top-level code again, and so tries to start a process of its own while it is
 still starting up. multiprocessing refuses with a RuntimeError, the child
 exits with code 1, and the parent gives up when no tick arrives in time.
 """
+
 import multiprocessing as mp
 
 from helpers.processes.basics import clock, collect

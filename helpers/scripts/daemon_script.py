@@ -4,6 +4,7 @@ Starts one daemon child that would wait a minute, prints its pid, and exits at
 once. multiprocessing's exit handler terminates daemon children as the parent
 ends; a non-daemon child would be waited for instead.
 """
+
 import multiprocessing as mp
 
 from helpers.processes.basics import wait_up_to

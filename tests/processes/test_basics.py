@@ -1,8 +1,10 @@
 """helpers.processes.basics: chapter 01's child-process targets, under fork and spawn."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -12,8 +14,19 @@ from pathlib import Path
 import pytest
 
 from helpers.processes.basics import (
-    ClockProcess, capture_child_stderr, child_error_line, clock, collect, describe_self,
-    exit_with, fail_with, join_all, plain_text, record_task, wait_up_to,
+    ClockProcess,
+    capture_child_stderr,
+    child_error_line,
+    clock,
+    collect,
+    describe_self,
+    exit_with,
+    fail_with,
+    join_all,
+    plain_text,
+    put_squares,
+    record_task,
+    wait_up_to,
 )
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "helpers" / "scripts"
@@ -54,6 +67,7 @@ def test_clock_process_is_bounded_and_stoppable():
 
 def test_clock_function_with_plain_queue():
     import queue
+
     q = queue.Queue()
     clock(q, interval=0.0, max_ticks=2)
     assert len(collect(q, timeout=5)) == 2
@@ -109,7 +123,7 @@ def test_capture_child_stderr_sees_a_forkserver_child_of_a_running_server():
 
 
 def test_child_error_line_drops_colour_codes_of_313_tracebacks():
-    coloured = "Traceback:\n  File \x1b[35m\"x.py\"\x1b[0m\n\x1b[1;35mRuntimeError\x1b[0m: \x1b[35mboom\x1b[0m\n"
+    coloured = 'Traceback:\n  File \x1b[35m"x.py"\x1b[0m\n\x1b[1;35mRuntimeError\x1b[0m: \x1b[35mboom\x1b[0m\n'
     assert child_error_line(coloured) == "RuntimeError: boom"
     assert plain_text("\x1b[31mred\x1b[0m") == "red"
     with pytest.raises(TypeError, match="str"):
@@ -132,17 +146,34 @@ def test_collect_times_out():
         collect(q, count=1, timeout=0.1)
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: exit_with(256), ValueError),
-    (lambda: exit_with("1"), TypeError),
-    (lambda: wait_up_to(-1), ValueError),
-    (lambda: wait_up_to(1e6), ValueError),
-    (lambda: ClockProcess(interval=-1), ValueError),
-    (lambda: ClockProcess(max_ticks=0), ValueError),
-    (lambda: collect(None, timeout=-1), ValueError),
-    (lambda: child_error_line(b"x"), TypeError),
-    (lambda: describe_self(None, repeat=0), ValueError),
-])
+def test_put_squares_works_on_both_queue_kinds():
+    ctx = mp.get_context(METHODS[0])
+    plain, simple = ctx.Queue(), ctx.SimpleQueue()
+    put_squares(plain, [1, 2, 3])
+    put_squares(simple, range(2, 4))
+    assert collect(plain, count=3, timeout=5) == [1, 4, 9]
+    assert [simple.get(), simple.get()] == [4, 9]
+    plain.close()
+    plain.join_thread()
+    simple.close()
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: exit_with(256), ValueError),
+        (lambda: exit_with("1"), TypeError),
+        (lambda: wait_up_to(-1), ValueError),
+        (lambda: wait_up_to(1e6), ValueError),
+        (lambda: ClockProcess(interval=-1), ValueError),
+        (lambda: ClockProcess(max_ticks=0), ValueError),
+        (lambda: collect(None, timeout=-1), ValueError),
+        (lambda: child_error_line(b"x"), TypeError),
+        (lambda: describe_self(None, repeat=0), ValueError),
+        (lambda: put_squares(queue.Queue(), "123"), TypeError),
+        (lambda: put_squares(queue.Queue(), [1, "2"]), TypeError),
+    ],
+)
 def test_bad_arguments(call, error):
     with pytest.raises(error):
         call()
@@ -167,6 +198,7 @@ def test_unguarded_clock_script_fails_with_the_bootstrapping_error():
 
 def test_daemon_child_dies_with_its_parent():
     import psutil
+
     result = run_script("daemon_script.py")
     assert result.returncode == 0, result.stderr
     pid = int(result.stdout.split("pid ")[1].split()[0])

@@ -1,4 +1,5 @@
 """helpers.processes.locks: chapter 02's lock, semaphore and shared-file targets, under fork and spawn."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -8,12 +9,22 @@ import time
 
 import pytest
 
-from helpers.processes.locks import (
-    LINE_PATTERN, add_many, append_try_finally, append_with, check_lines, deposit, deposit_all,
-    format_line, grab_two, hold_lock, use_resource,
-)
-from helpers.processes.basics import collect, join_all
 from helpers.instruments.timeline import max_overlap
+from helpers.processes.basics import collect, join_all
+from helpers.processes.locks import (
+    LINE_PATTERN,
+    add_many,
+    append_in_pieces,
+    append_try_finally,
+    append_with,
+    check_lines,
+    deposit,
+    deposit_all,
+    format_line,
+    grab_two,
+    hold_lock,
+    use_resource,
+)
 
 METHODS = [m for m in ("fork", "spawn") if m in mp.get_all_start_methods()]
 
@@ -29,8 +40,9 @@ def test_add_many_locked_is_exact(method):
     ctx = mp.get_context(method)
     counter = ctx.Value("i", 0)
     start = ctx.Barrier(3)
-    procs = start_all([ctx.Process(target=add_many, args=(counter, 2_000),
-                                   kwargs={"locked": True, "start": start}) for _ in range(3)])
+    procs = start_all(
+        [ctx.Process(target=add_many, args=(counter, 2_000), kwargs={"locked": True, "start": start}) for _ in range(3)]
+    )
     assert join_all(procs, timeout=30) == [0, 0, 0]
     assert counter.value == 6_000
 
@@ -39,8 +51,12 @@ def test_add_many_unlocked_never_gains():
     ctx = mp.get_context(METHODS[0])
     counter = ctx.Value("i", 0)
     start = ctx.Event()
-    procs = start_all([ctx.Process(target=add_many, args=(counter, 2_000),
-                                   kwargs={"locked": False, "start": start}) for _ in range(2)])
+    procs = start_all(
+        [
+            ctx.Process(target=add_many, args=(counter, 2_000), kwargs={"locked": False, "start": start})
+            for _ in range(2)
+        ]
+    )
     start.set()
     assert join_all(procs, timeout=30) == [0, 0]
     assert 0 < counter.value <= 4_000  # updates can be lost, never invented
@@ -107,8 +123,7 @@ def test_hold_lock_blocks_then_lets_go(method):
 def test_use_resource_respects_the_limit(method):
     ctx = mp.get_context(method)
     semaphore, out = ctx.Semaphore(2), ctx.Queue()
-    procs = start_all([ctx.Process(target=use_resource, args=(out, semaphore, i, 0.05))
-                       for i in range(4)])
+    procs = start_all([ctx.Process(target=use_resource, args=(out, semaphore, i, 0.05)) for i in range(4)])
     records = collect(out, count=4, timeout=30)
     assert join_all(procs, timeout=30) == [0, 0, 0, 0]
     assert sorted(r.task for r in records) == [0, 1, 2, 3]
@@ -126,10 +141,12 @@ def test_use_resource_times_out():
 def test_grab_two_deadlocks_with_opposite_orders(method):
     ctx = mp.get_context(method)
     a, b, meet, out = ctx.Lock(), ctx.Lock(), ctx.Barrier(2), ctx.Queue()
-    procs = start_all([
-        ctx.Process(target=grab_two, args=(out, "one", a, b), kwargs={"timeout": 0.2, "meet": meet}),
-        ctx.Process(target=grab_two, args=(out, "two", b, a), kwargs={"timeout": 0.2, "meet": meet}),
-    ])
+    procs = start_all(
+        [
+            ctx.Process(target=grab_two, args=(out, "one", a, b), kwargs={"timeout": 0.2, "meet": meet}),
+            ctx.Process(target=grab_two, args=(out, "two", b, a), kwargs={"timeout": 0.2, "meet": meet}),
+        ]
+    )
     results = collect(out, count=2, timeout=30)
     assert join_all(procs, timeout=30) == [0, 0]
     assert sorted(r["got_both"] for r in results) == [0, 0]
@@ -139,9 +156,14 @@ def test_grab_two_deadlocks_with_opposite_orders(method):
 def test_grab_two_with_one_order_always_succeeds(method):
     ctx = mp.get_context(method)
     a, b, out, start = ctx.Lock(), ctx.Lock(), ctx.Queue(), ctx.Barrier(2)
-    procs = start_all([ctx.Process(target=grab_two, args=(out, name, a, b),
-                                   kwargs={"timeout": 10.0, "rounds": 200, "start": start})
-                       for name in ("x", "y")])
+    procs = start_all(
+        [
+            ctx.Process(
+                target=grab_two, args=(out, name, a, b), kwargs={"timeout": 10.0, "rounds": 200, "start": start}
+            )
+            for name in ("x", "y")
+        ]
+    )
     results = collect(out, count=2, timeout=30)
     assert join_all(procs, timeout=30) == [0, 0]
     assert sorted((r["worker"], r["got_both"]) for r in results) == [("x", 200), ("y", 200)]
@@ -151,10 +173,12 @@ def test_grab_two_with_one_order_always_succeeds(method):
 def test_two_writers_one_file(method, tmp_path):
     ctx = mp.get_context(method)
     path, lock, out = tmp_path / "shared.txt", ctx.Lock(), ctx.Queue()
-    procs = start_all([
-        ctx.Process(target=append_with, args=(out, str(path), lock, "with", 100)),
-        ctx.Process(target=append_try_finally, args=(out, path, lock, "try", 100)),
-    ])
+    procs = start_all(
+        [
+            ctx.Process(target=append_with, args=(out, str(path), lock, "with", 100)),
+            ctx.Process(target=append_try_finally, args=(out, path, lock, "try", 100)),
+        ]
+    )
     written = dict(collect(out, count=2, timeout=30))
     assert join_all(procs, timeout=30) == [0, 0]
     report = check_lines(path.read_text(encoding="utf-8"))
@@ -174,6 +198,17 @@ def test_append_try_finally_stops_when_lock_is_busy(tmp_path):
     assert out.get(timeout=1) == ("busy", 0) and not (tmp_path / "x.txt").exists()
 
 
+def test_append_in_pieces_appends_the_whole_line(tmp_path):
+    path = tmp_path / "log.txt"
+    append_in_pieces(path, format_line("ab", 1))
+    append_in_pieces(str(path), format_line("cd", 2))
+    assert path.read_text(encoding="utf-8") == format_line("ab", 1) + format_line("cd", 2)
+    with pytest.raises(ValueError):
+        append_in_pieces(path, "not a line\n")
+    with pytest.raises(TypeError):
+        append_in_pieces(3, format_line("ab", 1))
+
+
 def test_format_and_check_lines():
     line = format_line("ab", 7)
     assert line.endswith("\n") and LINE_PATTERN.match(line.rstrip("\n"))
@@ -183,29 +218,32 @@ def test_format_and_check_lines():
     assert check_lines("") == {"lines": 0, "torn": [], "per_writer": {}, "in_order": {}}
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: add_many(mp.Value("i", 0), -1, locked=True), ValueError),
-    (lambda: add_many(mp.Value("i", 0), 1.5, locked=True), TypeError),
-    (lambda: add_many(mp.Value("i", 0), 1, locked="yes"), TypeError),
-    (lambda: add_many(mp.Value("i", 0, lock=False), 1, locked=False), TypeError),
-    (lambda: add_many(mp.Value("i", 0), 1, locked=True, timeout=-1), ValueError),
-    (lambda: deposit(mp.Value("i", 0), object(), 1), TypeError),
-    (lambda: deposit(mp.Value("i", 0), mp.Lock(), -5), ValueError),
-    (lambda: deposit_all(queue.Queue(), mp.Value("i", 0), mp.RLock(), []), ValueError),
-    (lambda: deposit_all(queue.Queue(), mp.Value("i", 0), mp.RLock(), [1], timeout=1e6), ValueError),
-    (lambda: hold_lock(None, None, None), TypeError),
-    (lambda: use_resource(queue.Queue(), threading.Semaphore(1), -1), ValueError),
-    (lambda: use_resource(queue.Queue(), threading.Semaphore(1), 0, seconds=60), ValueError),
-    (lambda: grab_two(queue.Queue(), 1, mp.Lock(), mp.Lock()), TypeError),
-    (lambda: grab_two(queue.Queue(), "a", mp.Lock(), mp.Lock(), rounds=0), ValueError),
-    (lambda: format_line("Bad Writer", 1), ValueError),
-    (lambda: format_line(3, 1), TypeError),
-    (lambda: format_line("ok", 100_000), ValueError),
-    (lambda: append_with(None, "x", mp.Lock(), "w", 1), TypeError),
-    (lambda: append_with(queue.Queue(), 42, mp.Lock(), "w", 1), TypeError),
-    (lambda: append_try_finally(queue.Queue(), "x", mp.Lock(), "w", -1), ValueError),
-    (lambda: check_lines(b"bytes"), TypeError),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: add_many(mp.Value("i", 0), -1, locked=True), ValueError),
+        (lambda: add_many(mp.Value("i", 0), 1.5, locked=True), TypeError),
+        (lambda: add_many(mp.Value("i", 0), 1, locked="yes"), TypeError),
+        (lambda: add_many(mp.Value("i", 0, lock=False), 1, locked=False), TypeError),
+        (lambda: add_many(mp.Value("i", 0), 1, locked=True, timeout=-1), ValueError),
+        (lambda: deposit(mp.Value("i", 0), object(), 1), TypeError),
+        (lambda: deposit(mp.Value("i", 0), mp.Lock(), -5), ValueError),
+        (lambda: deposit_all(queue.Queue(), mp.Value("i", 0), mp.RLock(), []), ValueError),
+        (lambda: deposit_all(queue.Queue(), mp.Value("i", 0), mp.RLock(), [1], timeout=1e6), ValueError),
+        (lambda: hold_lock(None, None, None), TypeError),
+        (lambda: use_resource(queue.Queue(), threading.Semaphore(1), -1), ValueError),
+        (lambda: use_resource(queue.Queue(), threading.Semaphore(1), 0, seconds=60), ValueError),
+        (lambda: grab_two(queue.Queue(), 1, mp.Lock(), mp.Lock()), TypeError),
+        (lambda: grab_two(queue.Queue(), "a", mp.Lock(), mp.Lock(), rounds=0), ValueError),
+        (lambda: format_line("Bad Writer", 1), ValueError),
+        (lambda: format_line(3, 1), TypeError),
+        (lambda: format_line("ok", 100_000), ValueError),
+        (lambda: append_with(None, "x", mp.Lock(), "w", 1), TypeError),
+        (lambda: append_with(queue.Queue(), 42, mp.Lock(), "w", 1), TypeError),
+        (lambda: append_try_finally(queue.Queue(), "x", mp.Lock(), "w", -1), ValueError),
+        (lambda: check_lines(b"bytes"), TypeError),
+    ],
+)
 def test_bad_arguments(call, error):
     with pytest.raises(error):
         call()

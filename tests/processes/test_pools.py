@@ -1,4 +1,5 @@
 """helpers.processes.pools: chapter 03's pool targets and tools, under fork and spawn."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -8,13 +9,24 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-from helpers.processes.pools import (
-    die_now, fail_if, init_worker, join_pool, prime_chunks, ready_pool, run_primes_on_pool,
-    nap, sleep_then_square, start_waves, timed_prime_chunk, wait_for_all_workers, worker_info,
-)
 from helpers.instruments.speedup import JobRun
 from helpers.instruments.timeline import TaskRecord
 from helpers.instruments.workloads import count_primes
+from helpers.processes.pools import (
+    die_now,
+    fail_if,
+    init_worker,
+    join_pool,
+    nap,
+    prime_chunks,
+    ready_pool,
+    run_primes_on_pool,
+    sleep_then_square,
+    start_waves,
+    timed_prime_chunk,
+    wait_for_all_workers,
+    worker_info,
+)
 
 METHODS = [m for m in ("fork", "spawn") if m in mp.get_all_start_methods()]
 
@@ -37,6 +49,7 @@ def test_nap_and_start_waves():
 
 def test_worker_info_without_and_with_initializer(monkeypatch):
     import helpers.processes.pools as pools
+
     monkeypatch.setattr(pools, "_WORKER_STATE", None)
     assert worker_info(1) == {"x": 1, "pid": os.getpid(), "label": None, "tasks": 0}
     init_worker("here")
@@ -50,28 +63,31 @@ def test_prime_chunks_cover_the_range(limit, chunks):
     assert all(a < b for a, b in ranges) and all(r[1] == s[0] for r, s in zip(ranges, ranges[1:]))
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: prime_chunks(10, 11), ValueError),
-    (lambda: prime_chunks(0, 1), ValueError),
-    (lambda: prime_chunks(10, 0), ValueError),
-    (lambda: prime_chunks(10.0, 2), TypeError),
-    (lambda: sleep_then_square(2, -1), ValueError),
-    (lambda: sleep_then_square("2"), TypeError),
-    (lambda: fail_if(1, None), TypeError),
-    (lambda: die_now(256), ValueError),
-    (lambda: die_now("1"), TypeError),
-    (lambda: init_worker(3), TypeError),
-    (lambda: worker_info(-1), ValueError),
-    (lambda: ready_pool(0), ValueError),
-    (lambda: ready_pool(2, initializer=print), ValueError),
-    (lambda: run_primes_on_pool(0), ValueError),
-    (lambda: join_pool("pool"), TypeError),
-    (lambda: nap(-0.5), ValueError),
-    (lambda: start_waves([], 0.1), ValueError),
-    (lambda: start_waves(["x"], 0.1), TypeError),
-    (lambda: start_waves([TaskRecord(0, 1, "t", 0.0, 1.0)], 0), ValueError),
-    (lambda: wait_for_all_workers(None, timeout=-1), ValueError),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: prime_chunks(10, 11), ValueError),
+        (lambda: prime_chunks(0, 1), ValueError),
+        (lambda: prime_chunks(10, 0), ValueError),
+        (lambda: prime_chunks(10.0, 2), TypeError),
+        (lambda: sleep_then_square(2, -1), ValueError),
+        (lambda: sleep_then_square("2"), TypeError),
+        (lambda: fail_if(1, None), TypeError),
+        (lambda: die_now(256), ValueError),
+        (lambda: die_now("1"), TypeError),
+        (lambda: init_worker(3), TypeError),
+        (lambda: worker_info(-1), ValueError),
+        (lambda: ready_pool(0), ValueError),
+        (lambda: ready_pool(2, initializer=print), ValueError),
+        (lambda: run_primes_on_pool(0), ValueError),
+        (lambda: join_pool("pool"), TypeError),
+        (lambda: nap(-0.5), ValueError),
+        (lambda: start_waves([], 0.1), ValueError),
+        (lambda: start_waves(["x"], 0.1), TypeError),
+        (lambda: start_waves([TaskRecord(0, 1, "t", 0.0, 1.0)], 0), ValueError),
+        (lambda: wait_for_all_workers(None, timeout=-1), ValueError),
+    ],
+)
 def test_bad_arguments_are_refused(call, error):
     with pytest.raises(error):
         call()

@@ -1,4 +1,5 @@
 """helpers.processes.sharing: chapter 04's child targets and measurements, under fork and spawn."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -8,11 +9,22 @@ from multiprocessing import shared_memory
 
 import pytest
 
-from helpers.processes.basics import collect, join_all
+from helpers.processes.basics import collect, join_all, put_squares
 from helpers.processes.sharing import (
-    MECHANISMS, add_to_each, add_to_value, bulk_transfer_seconds, double_shareable_list,
-    echo_upper, format_seconds, make_payload, put_squares, record_visits, segment_exists, send_numbers,
-    small_updates_seconds, square_tasks, sum_shared_bytes, wait_for_tasks,
+    MECHANISMS,
+    add_to_each,
+    add_to_value,
+    bulk_transfer_seconds,
+    double_shareable_list,
+    echo_upper,
+    format_seconds,
+    make_payload,
+    record_visits,
+    segment_exists,
+    send_numbers,
+    small_updates_seconds,
+    square_tasks,
+    sum_shared_bytes,
 )
 
 METHODS = [m for m in ("fork", "spawn") if m in mp.get_all_start_methods()]
@@ -41,7 +53,10 @@ def test_joinable_queue_simple_queue_and_pipes(method):
     for n in range(5):
         tasks.put(n)
     tasks.put(None)
-    assert wait_for_tasks(tasks, 30)
+    joiner = threading.Thread(target=tasks.join, daemon=True)  # join() has no timeout of its own
+    joiner.start()
+    joiner.join(30)
+    assert not joiner.is_alive()  # square_tasks marked every item done, the None included
     assert sorted(collect(results, count=5, timeout=30)) == [(n, n * n) for n in range(5)]
 
     simple = ctx.SimpleQueue()
@@ -76,20 +91,6 @@ def test_joinable_queue_simple_queue_and_pipes(method):
     results.close()
 
 
-def test_wait_for_tasks_times_out_then_recovers():
-    tasks = mp.get_context("fork").JoinableQueue()
-    tasks.put(1)
-    assert wait_for_tasks(tasks, 0.2) is False
-    tasks.get(timeout=5)
-    tasks.task_done()
-    assert wait_for_tasks(tasks, 5) is True
-    for t in threading.enumerate():
-        if t.name == "joinable-queue-waiter":
-            t.join(5)
-    assert not any(t.name == "joinable-queue-waiter" for t in threading.enumerate())
-    tasks.close()
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_manager_objects_are_shared(method):
     ctx = mp.get_context(method)
@@ -111,9 +112,11 @@ def test_shared_memory_attach_by_name_and_unlink(method):
     numbers = shared_memory.ShareableList([1, 2, 3])
     try:
         shm.buf[:1000] = make_payload(1000)
-        procs = [ctx.Process(target=sum_shared_bytes, args=(shm.name, 0, 500, out)),
-                 ctx.Process(target=sum_shared_bytes, args=(shm.name, 500, 1000, out)),
-                 ctx.Process(target=double_shareable_list, args=(numbers.shm.name, out))]
+        procs = [
+            ctx.Process(target=sum_shared_bytes, args=(shm.name, 0, 500, out)),
+            ctx.Process(target=sum_shared_bytes, args=(shm.name, 500, 1000, out)),
+            ctx.Process(target=double_shareable_list, args=(numbers.shm.name, out)),
+        ]
         for p in procs:
             p.start()
         assert join_all(procs, timeout=30) == [0, 0, 0]
@@ -146,37 +149,36 @@ def test_payload():
     assert make_payload(0) == b"" and make_payload(258) == bytes(range(256)) + b"\x00\x01"
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: add_to_value(5, 1), TypeError),
-    (lambda: add_to_value(mp.Value("i", 0), -1), ValueError),
-    (lambda: add_to_value(mp.Value("i", 0), 1, use_lock="yes"), TypeError),
-    (lambda: add_to_value(mp.Value("i", 0, lock=False), 1), TypeError),
-    (lambda: add_to_each(mp.Array("i", 2), 1, amount=1.5), TypeError),
-    (lambda: add_to_each([1, 2], 1), TypeError),
-    (lambda: square_tasks(queue.SimpleQueue(), queue.Queue()), TypeError),
-    (lambda: square_tasks(queue.Queue(), queue.Queue(), max_tasks=0), ValueError),
-    (lambda: put_squares(queue.Queue(), "123"), TypeError),
-    (lambda: put_squares(queue.Queue(), [1, "2"]), TypeError),
-    (lambda: wait_for_tasks(queue.SimpleQueue(), 1), TypeError),
-    (lambda: wait_for_tasks(queue.Queue(), -1), ValueError),
-    (lambda: send_numbers(None, -1), ValueError),
-    (lambda: echo_upper(None, max_messages=0), ValueError),
-    (lambda: record_visits({}, [], None, None, 7, 1), TypeError),
-    (lambda: sum_shared_bytes(123, 0, 1, None), TypeError),
-    (lambda: sum_shared_bytes("psm_x", 5, 1, None), ValueError),
-    (lambda: sum_shared_bytes("a/b", 0, 1, None), ValueError),
-    (lambda: double_shareable_list("", None), ValueError),
-    (lambda: segment_exists(None), TypeError),
-    (lambda: make_payload(-1), ValueError),
-    (lambda: format_seconds("1 s"), TypeError),
-    (lambda: format_seconds(float("nan")), ValueError),
-    (lambda: bulk_transfer_seconds("carrier pigeon", 10), ValueError),
-    (lambda: bulk_transfer_seconds(3, 10), TypeError),
-    (lambda: bulk_transfer_seconds("queue", 0), ValueError),
-    (lambda: bulk_transfer_seconds("queue", 10, ctx="fork"), TypeError),
-    (lambda: small_updates_seconds("pipe", 10, timeout="soon"), TypeError),
-    (lambda: small_updates_seconds("pipe", 10**9), ValueError),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: add_to_value(5, 1), TypeError),
+        (lambda: add_to_value(mp.Value("i", 0), -1), ValueError),
+        (lambda: add_to_value(mp.Value("i", 0), 1, use_lock="yes"), TypeError),
+        (lambda: add_to_value(mp.Value("i", 0, lock=False), 1), TypeError),
+        (lambda: add_to_each(mp.Array("i", 2), 1, amount=1.5), TypeError),
+        (lambda: add_to_each([1, 2], 1), TypeError),
+        (lambda: square_tasks(queue.SimpleQueue(), queue.Queue()), TypeError),
+        (lambda: square_tasks(queue.Queue(), queue.Queue(), max_tasks=0), ValueError),
+        (lambda: send_numbers(None, -1), ValueError),
+        (lambda: echo_upper(None, max_messages=0), ValueError),
+        (lambda: record_visits({}, [], None, None, 7, 1), TypeError),
+        (lambda: sum_shared_bytes(123, 0, 1, None), TypeError),
+        (lambda: sum_shared_bytes("psm_x", 5, 1, None), ValueError),
+        (lambda: sum_shared_bytes("a/b", 0, 1, None), ValueError),
+        (lambda: double_shareable_list("", None), ValueError),
+        (lambda: segment_exists(None), TypeError),
+        (lambda: make_payload(-1), ValueError),
+        (lambda: format_seconds("1 s"), TypeError),
+        (lambda: format_seconds(float("nan")), ValueError),
+        (lambda: bulk_transfer_seconds("carrier pigeon", 10), ValueError),
+        (lambda: bulk_transfer_seconds(3, 10), TypeError),
+        (lambda: bulk_transfer_seconds("queue", 0), ValueError),
+        (lambda: bulk_transfer_seconds("queue", 10, ctx="fork"), TypeError),
+        (lambda: small_updates_seconds("pipe", 10, timeout="soon"), TypeError),
+        (lambda: small_updates_seconds("pipe", 10**9), ValueError),
+    ],
+)
 def test_bad_input_is_rejected(call, error):
     with pytest.raises(error):
         call()
