@@ -1,51 +1,43 @@
-"""Thread targets, and the GIL measurement: threads against processes on the same work.
+"""What chapter 05 runs in child processes, the GIL measurement, and the thread plumbing of chapters 05-08.
 
-Used by chapter 05 (start threads, and measure the GIL).
+Used by chapter 05 (start threads, and measure the GIL), and for
+:func:`run_named_threads` and :func:`threads_alive` by chapters 06, 07, 08 and 15.
+Chapter 05's thread targets (``describe_thread``, ``ClockThread``,
+``record_thread_exceptions``...) are written in its cells: threads need nothing
+importable. What stays here is what a child process must import, and plumbing.
 
-* :func:`describe_thread`, :func:`hold_until` and :class:`ClockThread` are small,
-  bounded thread targets: they return their findings in a list or attribute,
-  never by printing.
-* :func:`remember_in_local` shows that a ``threading.local`` value is per thread.
-* :func:`record_thread_exceptions` installs a ``threading.excepthook`` for the
-  length of a ``with`` block, records each escaped exception, and restores the
-  previous hook afterwards.
 * :data:`SHARED_LIST` with :func:`append_shared` and :func:`reset_shared`: the one
   variable that a thread changes for everyone and a child process changes only
-  for itself. :func:`append_shared` is spawn-safe.
+  for itself. :func:`append_shared` is spawn-safe; chapter 05 shows its source.
 * :func:`run_with` runs ``n`` CPU-bound or I/O-bound tasks on threads or
   processes and returns a :class:`GilRun`; :func:`measure_gil` runs the whole
   grid in interleaved rounds; :func:`format_gil_table` prints runs
   as Markdown, with times as ``0.52 s`` and speedups as ``1.93×``.
 * :func:`threads_alive` counts live threads for a notebook's clean-up check,
   leaving out the helper threads a Jupyter kernel starts on its own, lazily.
+* :func:`run_named_threads` runs ``(name, body)`` pairs on named threads, joins
+  them within a timeout, and re-raises a body's exception in the caller.
 """
+
 from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from helpers.instruments.timeline import TaskRecord
-from helpers.instruments.workloads import timed_task
+from helpers.instruments.workloads import _check_int, timed_task
 
 __all__ = [
     "SHARED_LIST",
     "run_named_threads",
     "append_shared",
     "reset_shared",
-    "describe_thread",
-    "hold_until",
-    "ClockThread",
-    "remember_in_local",
-    "fail_with",
-    "ThreadFailure",
-    "record_thread_exceptions",
     "GilRun",
     "run_with",
     "measure_gil",
@@ -64,15 +56,6 @@ TASKS = ("cpu", "io")
 SHARED_LIST: list[str] = []
 
 _MAX_SECONDS = 60.0
-_MAX_TICKS = 10_000
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
-    return value
 
 
 def _check_seconds(name: str, value: Any, low: float = 0.0, high: float = _MAX_SECONDS) -> float:
@@ -90,6 +73,7 @@ def _check_str(name: str, value: Any) -> str:
 
 
 # --- one variable, shared or not -------------------------------------------------------
+
 
 def append_shared(item: str, out=None) -> None:
     """Append ``item`` to this process's :data:`SHARED_LIST`.
@@ -124,127 +108,11 @@ def threads_alive(ignore_modules: Sequence[str] = KERNEL_THREAD_MODULES) -> int:
     if isinstance(ignore_modules, str) or not all(isinstance(m, str) for m in ignore_modules):
         raise TypeError("ignore_modules must be a sequence of module-name prefixes (str)")
     prefixes = tuple(ignore_modules)
-    return sum(1 for t in threading.enumerate()
-               if not (prefixes and type(t).__module__.startswith(prefixes)))
-
-
-# --- small thread targets ----------------------------------------------------------
-
-def describe_thread(results: list, greeting: str = "hello", *, repeat: int = 1) -> None:
-    """Append a dict describing the thread that runs this call to ``results``.
-
-    Keys: ``name``, ``greeting`` (``greeting`` repeated ``repeat`` times), ``daemon``,
-    ``ident``, ``native_id``, ``pid`` and ``is_main``.
-    """
-    if not isinstance(results, list):
-        raise TypeError(f"results must be a list, got {type(results).__name__}")
-    _check_str("greeting", greeting)
-    _check_int("repeat", repeat, 1, 100)
-    me = threading.current_thread()
-    results.append({
-        "name": me.name,
-        "greeting": " ".join([greeting] * repeat),
-        "daemon": me.daemon,
-        "ident": threading.get_ident(),
-        "native_id": threading.get_native_id(),
-        "pid": os.getpid(),
-        "is_main": me is threading.main_thread(),
-    })
-
-
-def hold_until(release: threading.Event, timeout: float = 30.0) -> bool:
-    """Wait until ``release`` is set, or ``timeout`` seconds; return whether it was set."""
-    if not hasattr(release, "wait") or not hasattr(release, "set"):
-        raise TypeError(f"release must be a threading.Event, got {type(release).__name__}")
-    timeout = _check_seconds("timeout", timeout)
-    return release.wait(timeout)
-
-
-def fail_with(message: str) -> None:
-    """Raise ``RuntimeError(message)``: a thread target whose exception escapes."""
-    raise RuntimeError(_check_str("message", message))
-
-
-class ClockThread(threading.Thread):
-    """Chapter 01's clock as a ``Thread`` subclass: the work is in :meth:`run`.
-
-    Records ``time.time()`` in :attr:`ticks` every ``interval`` seconds, at most
-    ``max_ticks`` times; :meth:`stop` ends it within one wait.
-    """
-
-    def __init__(self, interval: float = 1.0, max_ticks: int = 5, *, name: str | None = None,
-                 daemon: bool | None = None) -> None:
-        self.interval = _check_seconds("interval", interval, 0.001)
-        self.max_ticks = _check_int("max_ticks", max_ticks, 1, _MAX_TICKS)
-        super().__init__(name=name, daemon=daemon)
-        self.ticks: list[float] = []
-        self._stop_requested = threading.Event()  # not "_stop": Thread has a method of that name
-
-    def run(self) -> None:
-        for _ in range(self.max_ticks):
-            self.ticks.append(time.time())
-            if len(self.ticks) == self.max_ticks or self._stop_requested.wait(self.interval):
-                break
-
-    def stop(self) -> None:
-        """Ask the clock to end after its current wait."""
-        self._stop_requested.set()
-
-
-def remember_in_local(store: threading.local, value: Any, results: dict,
-                      barrier: threading.Barrier | None = None, timeout: float = 30.0) -> None:
-    """Set ``store.value``, wait for the other threads to set theirs, then read it back.
-
-    ``results[thread name]`` receives what this thread read: its own value, if
-    ``store`` is a ``threading.local``, whatever the others wrote meanwhile.
-    """
-    if not isinstance(store, threading.local):
-        raise TypeError(f"store must be a threading.local, got {type(store).__name__}")
-    if not isinstance(results, dict):
-        raise TypeError(f"results must be a dict, got {type(results).__name__}")
-    timeout = _check_seconds("timeout", timeout)
-    store.value = value
-    if barrier is not None:
-        barrier.wait(timeout)
-    results[threading.current_thread().name] = store.value
-
-
-# --- exceptions in threads ---------------------------------------------------------
-
-@dataclass(frozen=True)
-class ThreadFailure:
-    """An exception that escaped a thread's ``run``, as ``threading.excepthook`` saw it."""
-
-    thread: str
-    exc_type: str
-    message: str
-
-
-@contextmanager
-def record_thread_exceptions() -> Iterator[list[ThreadFailure]]:
-    """Replace ``threading.excepthook`` for a ``with`` block; yield the failures it records.
-
-    Only names and messages are kept (not the exception object), so no reference
-    cycle through the traceback outlives the hook. The previous hook is restored
-    on exit, even if the block raises.
-    """
-    failures: list[ThreadFailure] = []
-    previous = threading.excepthook
-
-    def hook(args: threading.ExceptHookArgs) -> None:
-        if args.exc_type is SystemExit:  # the default hook ignores it too
-            return
-        name = args.thread.name if args.thread is not None else "<unknown>"
-        failures.append(ThreadFailure(name, args.exc_type.__name__, str(args.exc_value)))
-
-    threading.excepthook = hook
-    try:
-        yield failures
-    finally:
-        threading.excepthook = previous
+    return sum(1 for t in threading.enumerate() if not (prefixes and type(t).__module__.startswith(prefixes)))
 
 
 # --- the GIL, measured ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class GilRun:
@@ -271,8 +139,15 @@ def _task_kwargs(task: str, size: float | int) -> dict:
     return {"seconds": _check_seconds("size", size, 0.0, 10.0)}
 
 
-def run_with(kind: str, workers: int, task: str, n: int = 4, size: float | int | None = None,
-             timeout: float = 120.0, repeat: int = 1) -> GilRun:
+def run_with(
+    kind: str,
+    workers: int,
+    task: str,
+    n: int = 4,
+    size: float | int | None = None,
+    timeout: float = 120.0,
+    repeat: int = 1,
+) -> GilRun:
     """Run ``n`` equal tasks on ``workers`` threads or processes; time the whole run.
 
     ``task`` is ``"cpu"`` (count primes below ``size``, default 150_000) or ``"io"``
@@ -313,8 +188,9 @@ def _run_once(kind: str, workers: int, task: str, n: int, kwargs: dict, timeout:
     return GilRun(kind, task, workers, n, elapsed, records, cpu_seconds)
 
 
-def measure_gil(worker_counts: Sequence[int] = (1, 2, 4), n: int = 4, rounds: int = 3,
-                timeout: float = 120.0) -> list[GilRun]:
+def measure_gil(
+    worker_counts: Sequence[int] = (1, 2, 4), n: int = 4, rounds: int = 3, timeout: float = 120.0
+) -> list[GilRun]:
     """Every task kind on every worker kind and count, in ``rounds`` interleaved rounds.
 
     Each round runs every configuration once; each configuration keeps its
@@ -360,13 +236,11 @@ def format_gil_table(runs: Sequence[GilRun]) -> str:
         raise ValueError(f"no 1-worker run for task(s) {sorted(missing)}: it is the baseline")
     lines = ["| task | kind | workers | time | speedup |", "|:---|:---|---:|---:|---:|"]
     for r in runs:
-        lines.append(f"| {r.task} | {r.kind} | {r.workers} | {r.elapsed:.2f} s | "
-                     f"{baseline[r.task] / r.elapsed:.2f}× |")
+        lines.append(f"| {r.task} | {r.kind} | {r.workers} | {r.elapsed:.2f} s | {baseline[r.task] / r.elapsed:.2f}× |")
     return "\n".join(lines)
 
 
-def run_named_threads(bodies: Sequence[tuple[str, Callable[[], Any]]], timeout: float,
-                      prefix: str = "") -> list[Any]:
+def run_named_threads(bodies: Sequence[tuple[str, Callable[[], Any]]], timeout: float, prefix: str = "") -> list[Any]:
     """Run each ``(name, body)`` in its own thread; join all; return the bodies' results in order.
 
     An exception in a body is kept and re-raised here (as RuntimeError, chained),
@@ -383,10 +257,13 @@ def run_named_threads(bodies: Sequence[tuple[str, Callable[[], Any]]], timeout: 
                 results[index] = body()
             except BaseException as error:  # kept for the caller, never printed by the thread
                 errors.append((name, error))
+
         return run
 
-    threads = [threading.Thread(target=wrap(i, name, body), name=prefix + name, daemon=True)
-               for i, (name, body) in enumerate(bodies)]
+    threads = [
+        threading.Thread(target=wrap(i, name, body), name=prefix + name, daemon=True)
+        for i, (name, body) in enumerate(bodies)
+    ]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + timeout

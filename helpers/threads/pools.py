@@ -1,6 +1,10 @@
 """Thread-pool tasks, and a slow HTTP server on loopback to point them at.
 
-Used by chapter 07 (run I/O-bound work on a thread pool) and by ``bench/thread_pool.py``.
+Used by chapter 07 (run I/O-bound work on a thread pool), which shows the source of
+the request handler, :func:`fetch`, :func:`timed_fetch` and :func:`run_fetches`; by
+chapter 15 and :mod:`helpers.choosing.models`; and by ``bench/thread_pool.py``.
+Chapter 07's own thread code (a task that holds a worker, a done-callback) is
+written in its cells.
 
 * :class:`DelayServer` is a real ``http.server.ThreadingHTTPServer``, bound to
   127.0.0.1 on a free port and served from a background thread. Every request
@@ -18,30 +22,30 @@ Used by chapter 07 (run I/O-bound work on a thread pool) and by ``bench/thread_p
   that :class:`~helpers.instruments.speedup.WorkerExplorer` needs.
 * :func:`load_stats` applies Little's law to a run (throughput, mean latency,
   requests in flight); :func:`format_throughput_table` prints runs as Markdown.
-* :func:`callback_recorder` makes a done-callback that records which thread ran
-  it and how the future ended, and never raises (a callback's exception would
-  be logged to stderr).
 * :func:`wait_until` polls a condition with a deadline; :func:`is_listening`
   says whether anything accepts connections on a port.
 """
+
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
 import socketserver
 import threading
 import time
 import urllib.request
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterable
 from urllib.error import HTTPError
 from urllib.parse import parse_qs, urlsplit
 
 from helpers.instruments.measure import Timer
 from helpers.instruments.timeline import TaskRecord
+from helpers.instruments.workloads import _check_int
 
 __all__ = [
     "LOOPBACK",
@@ -53,7 +57,6 @@ __all__ = [
     "LoadStats",
     "load_stats",
     "format_throughput_table",
-    "callback_recorder",
     "wait_until",
     "is_listening",
 ]
@@ -66,22 +69,15 @@ _MAX_ERRORS_KEPT = 100
 _STATUS_PATH = re.compile(r"/status/([1-5]\d\d)")
 
 
-def _check_seconds(name: str, value, low: float = 0.0, high: float = _MAX_SECONDS,
-                   allow_zero: bool = True) -> float:
+def _check_seconds(name: str, value, low: float = 0.0, high: float = _MAX_SECONDS, allow_zero: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     if math.isnan(value) or not low <= value <= high or (not allow_zero and value == 0):
-        raise ValueError(f"{name} must be {'more than' if not allow_zero else 'at least'} "
-                         f"{low} and at most {high} seconds, got {value}")
+        raise ValueError(
+            f"{name} must be {'more than' if not allow_zero else 'at least'} "
+            f"{low} and at most {high} seconds, got {value}"
+        )
     return float(value)
-
-
-def _check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
-    return value
 
 
 def _check_url(url) -> str:
@@ -94,6 +90,7 @@ def _check_url(url) -> str:
 
 # --- the server ------------------------------------------------------------------------
 
+
 class _DelayHandler(BaseHTTPRequestHandler):
     """Wait, then answer with the request's own path (and the status a /status/NNN path asks for)."""
 
@@ -101,7 +98,7 @@ class _DelayHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # one request per connection, then close
     timeout = 10  # a client that connects and sends nothing cannot hold a thread for ever
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_GET(self) -> None:
         server: _DelayHTTPServer = self.server  # type: ignore[assignment]
         parts = urlsplit(self.path)
         delay = server.delay
@@ -131,7 +128,7 @@ class _DelayHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args) -> None:
         """Drop the access log: http.server writes it to stderr."""
 
 
@@ -159,8 +156,12 @@ class _DelayHTTPServer(ThreadingHTTPServer):
         self.server_name, self.server_port = self.server_address[:2]
 
     def process_request(self, request, client_address) -> None:
-        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
-                                  name=f"{SERVER_THREAD_PREFIX}-request", daemon=True)
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"{SERVER_THREAD_PREFIX}-request",
+            daemon=True,
+        )
         with self._stats_lock:
             self.request_threads = [t for t in self.request_threads if t.is_alive()]
             self.request_threads.append(thread)
@@ -205,14 +206,15 @@ class DelayServer:
         self._port: int | None = None
 
     # -- life cycle
-    def start(self) -> "DelayServer":
+    def start(self) -> DelayServer:
         """Bind a free port, start serving in a background thread, and return self."""
         if self._httpd is not None:
             raise RuntimeError("this DelayServer is already running")
         httpd = _DelayHTTPServer((self.host, 0), self.delay, self.max_delay)
         self._port = httpd.server_address[1]
-        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                  name=SERVER_THREAD_PREFIX, daemon=True)
+        thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=SERVER_THREAD_PREFIX, daemon=True
+        )
         self._httpd, self._thread = httpd, thread
         thread.start()
         return self
@@ -240,7 +242,7 @@ class DelayServer:
         if alive:
             raise RuntimeError(f"DelayServer threads still alive after {timeout} s: {alive}")
 
-    def __enter__(self) -> "DelayServer":
+    def __enter__(self) -> DelayServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -339,17 +341,15 @@ def fetch(url: str, timeout: float = 10.0) -> str:
 
 def timed_fetch(task: int, url: str, timeout: float = 10.0) -> TaskRecord:
     """:func:`fetch` ``url`` and return a TaskRecord: the body as result, the thread, start and end."""
-    import os
-
     _check_int("task", task, 0, 10**9)
     start = time.time()
     body = fetch(url, timeout)
-    return TaskRecord(task=task, pid=os.getpid(), thread=threading.current_thread().name,
-                      start=start, end=time.time(), result=body)
+    return TaskRecord(
+        task=task, pid=os.getpid(), thread=threading.current_thread().name, start=start, end=time.time(), result=body
+    )
 
 
-def run_fetches(workers: int, base_url: str, requests: int = 64, timeout: float = 10.0,
-                total_timeout: float = 120.0):
+def run_fetches(workers: int, base_url: str, requests: int = 64, timeout: float = 10.0, total_timeout: float = 120.0):
     """Fetch ``base_url/item/<i>`` for ``i < requests`` on a ThreadPoolExecutor of ``workers`` threads.
 
     Returns a :class:`helpers.instruments.speedup.JobRun` whose ``result`` is the list of
@@ -366,13 +366,12 @@ def run_fetches(workers: int, base_url: str, requests: int = 64, timeout: float 
     urls = [f"{base_url}/item/{i}" for i in range(requests)]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"fetch{workers}") as pool:
         with Timer() as t:
-            records = list(pool.map(timed_fetch, range(requests), urls, [timeout] * requests,
-                                    timeout=total_timeout))
-    return JobRun(workers=workers, elapsed=t.elapsed, records=tuple(records),
-                  result=[r.result for r in records])
+            records = list(pool.map(timed_fetch, range(requests), urls, [timeout] * requests, timeout=total_timeout))
+    return JobRun(workers=workers, elapsed=t.elapsed, records=tuple(records), result=[r.result for r in records])
 
 
 # --- Little's law ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LoadStats:
@@ -381,9 +380,9 @@ class LoadStats:
     workers: int
     requests: int
     elapsed: float
-    throughput: float      # requests per second
-    mean_latency: float    # seconds one request took, on average, seen by its thread
-    in_flight: float       # requests in progress at an average moment
+    throughput: float  # requests per second
+    mean_latency: float  # seconds one request took, on average, seen by its thread
+    in_flight: float  # requests in progress at an average moment
 
 
 def load_stats(run) -> LoadStats:
@@ -406,40 +405,21 @@ def format_throughput_table(runs: Iterable) -> str:
     if not stats:
         raise ValueError("runs is empty")
     base = next((s for s in stats if s.workers == 1), stats[0])
-    lines = ["| workers | time | requests/s | mean latency | in flight (X × W) | speedup |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| workers | time | requests/s | mean latency | in flight (X × W) | speedup |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in stats:
-        lines.append(f"| {s.workers} | {s.elapsed:.2f} s | {s.throughput:.0f} | "
-                     f"{s.mean_latency * 1000:.1f} ms | {s.in_flight:.1f} | "
-                     f"{base.elapsed / s.elapsed:.2f}× |")
+        lines.append(
+            f"| {s.workers} | {s.elapsed:.2f} s | {s.throughput:.0f} | "
+            f"{s.mean_latency * 1000:.1f} ms | {s.in_flight:.1f} | "
+            f"{base.elapsed / s.elapsed:.2f}× |"
+        )
     return "\n".join(lines)
 
 
-def callback_recorder(log: list) -> Callable[[Future], None]:
-    """A done-callback that appends ``(thread name, outcome)`` to ``log``.
-
-    The outcome is ``"cancelled"``, the exception's repr, or ``"result " + repr(result)``.
-    It never raises: an exception in a done-callback is logged to stderr and lost.
-    """
-    if not isinstance(log, list):
-        raise TypeError(f"log must be a list, got {type(log).__name__}")
-
-    def record(future: Future) -> None:
-        try:
-            if future.cancelled():
-                outcome = "cancelled"
-            elif future.exception(timeout=0) is not None:
-                outcome = repr(future.exception(timeout=0))
-            else:
-                outcome = f"result {future.result(timeout=0)!r}"
-        except Exception as exc:  # not a Future, say: record it rather than log to stderr
-            outcome = f"callback failed: {exc!r}"
-        log.append((threading.current_thread().name, outcome))
-
-    return record
-
-
 # --- small tools -----------------------------------------------------------------------
+
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005) -> bool:
     """Call ``condition()`` every ``interval`` seconds until it is true or ``timeout`` passes.

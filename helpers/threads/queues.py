@@ -1,25 +1,27 @@
-"""Producers, stages and consumers joined by queues, for chapter 08 (connect producers and consumers with queues, 队列).
+"""The recording, drawing and child-process halves of chapter 08 (connect producers and consumers with queues, 队列).
 
-Two halves:
+Chapter 08 writes its thread code in its cells: the producer, stage and consumer
+functions, the ``LayerEnd`` that sends the sentinels downstream, ``run_pipeline``
+that wires them together, and ``end_stream``. What stays here:
 
-* **Threads and** :class:`queue.Queue`. :func:`run_pipeline` starts N producers,
-  M stages and K consumers, joins them with a timeout and returns a
-  :class:`PipelineRun`: every piece of work and every wait in a ``put`` or a
-  ``get`` as :class:`~helpers.instruments.timeline.TaskRecord` values, plus the ids produced
-  and consumed. :func:`end_stream` shows how consumers learn that the stream is
-  over (sentinels, or ``Queue.shutdown`` on Python 3.13+). :func:`join_queue` is
-  ``Queue.join()`` with a deadline. :func:`plot_pipeline` draws work and waits,
-  :func:`pipeline_widget` puts sliders on :func:`run_pipeline`.
+* **Recording and drawing.** :class:`PipelineLog` is what those threads record
+  into: ``with log.working_on(item):`` around a piece of work, ``with
+  log.waiting_in("put", q):`` / ``with log.waiting_in("get"):`` around a queue
+  call; :meth:`PipelineLog.result` turns it into a :class:`PipelineRun` (every
+  piece of work and every blocking ``put`` or ``get`` as a
+  :class:`~helpers.instruments.timeline.TaskRecord`, plus the ids produced and
+  consumed). :class:`StreamEnd` is what ``end_stream`` returns.
+  :func:`plot_pipeline` and :func:`pipeline_figure` draw a run;
+  :func:`pipeline_widget` puts sliders on the chapter's ``run_pipeline``.
 * **Processes and** :class:`multiprocessing.JoinableQueue`. :func:`produce_items`
-  and :func:`consume_items` run in child processes (spawn-safe: they are
-  top-level functions here); :func:`run_process_pipeline` wires them up and
-  waits for every task with :func:`wait_until_done`, a ``join()`` with a timeout.
+  and :func:`consume_items` run in child processes (importable, so they work
+  under spawn and forkserver; the chapter shows their source);
+  :func:`run_process_pipeline` wires them up and waits for every task with
+  :func:`wait_until_done`, a ``join()`` with a timeout.
 
-Nothing here prints. Each thread's body runs in a wrapper that keeps any
-exception and re-raises it in the caller after the join, so nothing reaches
-``threading.excepthook`` (which would print to stderr). Every loop is bounded
-and every ``get``/``put``/``join``/``wait`` has a timeout.
+Nothing here prints. Every loop is bounded and every ``get``/``put``/``join``/``wait`` has a timeout.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -28,26 +30,25 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from helpers.processes.basics import collect, join_all
-from helpers.threads.basics import run_named_threads
 from helpers.instruments.timeline import TaskRecord
 from helpers.instruments.workloads import _check_int, _check_seconds
+from helpers.processes.basics import collect, join_all
 
 __all__ = [
     "THREAD_PREFIX",
     "SENTINEL",
     "HAS_SHUTDOWN",
     "PipelineRun",
+    "PipelineLog",
     "StreamEnd",
     "ProcessRun",
     "helper_threads_alive",
-    "join_queue",
     "wait_until_done",
-    "run_pipeline",
-    "end_stream",
     "plot_pipeline",
     "pipeline_figure",
     "pipeline_widget",
@@ -57,7 +58,7 @@ __all__ = [
     "run_process_pipeline",
 ]
 
-#: Every thread this module starts has a name beginning with this prefix.
+#: Every thread chapter 08 (and this module) starts has a name beginning with this prefix.
 THREAD_PREFIX = "ch08-"
 #: The end-of-stream marker. ``None`` survives pickling, so processes can use it too.
 SENTINEL = None
@@ -78,47 +79,27 @@ def _check_queue(name: str, value: Any) -> Any:
 def _check_joinable(name: str, value: Any) -> Any:
     _check_queue(name, value)
     if not (callable(getattr(value, "task_done", None)) and callable(getattr(value, "join", None))):
-        raise TypeError(f"{name} must be a joinable queue (with task_done() and join()), "
-                        f"got {type(value).__name__}")
+        raise TypeError(f"{name} must be a joinable queue (with task_done() and join()), got {type(value).__name__}")
     return value
 
 
 def helper_threads_alive() -> list[str]:
-    """Names of the threads this module started that are still alive (should be ``[]``)."""
+    """Names of live threads named ``THREAD_PREFIX...``: chapter 08's and this module's (should be ``[]``)."""
     return [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
-
-
-def _run_threads(bodies: Sequence[tuple[str, Callable[[], Any]]], timeout: float) -> list[Any]:
-    """:func:`helpers.threads.basics.run_named_threads`, with this chapter's thread-name prefix."""
-    return run_named_threads(bodies, timeout, prefix=THREAD_PREFIX)
 
 
 # --- join with a deadline ----------------------------------------------------------------
 
-def join_queue(q: queue.Queue, timeout: float) -> bool:
-    """``q.join()`` with a timeout, for a :class:`queue.Queue`: True once every task is done.
-
-    ``Queue.join()`` has no timeout. It waits on the queue's ``all_tasks_done``
-    condition until ``unfinished_tasks`` is 0; this does the same wait with a
-    deadline, and no extra thread.
-    """
-    if not isinstance(q, queue.Queue):
-        raise TypeError(f"q must be a queue.Queue (or LifoQueue, PriorityQueue), got {type(q).__name__}")
-    timeout = _check_seconds("timeout", timeout, MAX_WAIT)
-    with q.all_tasks_done:
-        return q.all_tasks_done.wait_for(lambda: q.unfinished_tasks == 0, timeout)
-
 
 def wait_until_done(q: Any, timeout: float) -> bool:
-    """``q.join()`` with a timeout for any joinable queue, a ``multiprocessing.JoinableQueue`` too.
+    """``q.join()`` with a timeout, for any joinable queue: a ``multiprocessing.JoinableQueue`` too.
 
-    A :class:`queue.Queue` goes through :func:`join_queue`. Otherwise a helper
-    thread (``ch08-join-waiter``) calls ``join()`` and is joined with the
-    timeout. On False that thread keeps waiting, and ends by itself as soon as
-    the remaining tasks are marked done.
+    ``join()`` itself has no timeout, so a helper thread (``ch08-join-waiter``)
+    calls it and is joined with the timeout. On False that thread keeps
+    waiting, and ends by itself as soon as the remaining tasks are marked done.
+    (For a :class:`queue.Queue`, chapter 08's ``join_queue`` waits on its
+    ``all_tasks_done`` condition instead, without a thread.)
     """
-    if isinstance(q, queue.Queue):
-        return join_queue(q, timeout)
     _check_joinable("q", q)
     timeout = _check_seconds("timeout", timeout, MAX_WAIT)
     waiter = threading.Thread(target=q.join, name=THREAD_PREFIX + "join-waiter", daemon=True)
@@ -129,9 +110,10 @@ def wait_until_done(q: Any, timeout: float) -> bool:
 
 # --- a pipeline of threads ------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PipelineRun:
-    """One run of :func:`run_pipeline`.
+    """One run of chapter 08's ``run_pipeline``, as :meth:`PipelineLog.result` returns it.
 
     ``work`` holds one record per item per worker (``result`` is the role:
     ``"producer"``, ``"stage 1"``..., ``"consumer"``); ``waits`` one record per
@@ -170,8 +152,12 @@ class PipelineRun:
         def key(name: str):
             role, _, number = name.removeprefix(THREAD_PREFIX).rpartition("-")
             stage = role.removeprefix("stage")
-            return (order.get(_role_of(name), 3), int(stage) if stage.isdigit() else 0,
-                    int(number) if number.isdigit() else 0)
+            return (
+                order.get(_role_of(name), 3),
+                int(stage) if stage.isdigit() else 0,
+                int(number) if number.isdigit() else 0,
+            )
+
         return sorted(names, key=key)
 
     def busy(self) -> dict[str, float]:
@@ -193,66 +179,103 @@ def _role_of(thread_name: str) -> str:
     return thread_name.removeprefix(THREAD_PREFIX).split("-")[0].rstrip("0123456789")
 
 
-class _LayerEnd:
-    """Counts the workers of one layer still running; the last one out sends the sentinels downstream."""
-
-    def __init__(self, workers: int, downstream: queue.Queue | None, receivers: int) -> None:
-        self.lock = threading.Lock()
-        self.running = workers
-        self.downstream = downstream
-        self.receivers = receivers
-
-    def leave(self, put: Callable[[Any], None]) -> None:
-        with self.lock:
-            self.running -= 1
-            last = self.running == 0
-        if last and self.downstream is not None:
-            for _ in range(self.receivers):  # one sentinel per receiving worker
-                put(SENTINEL)
+def _role_label(thread_name: str) -> str:
+    """``"ch08-stage2-0"`` -> ``"stage 2"``, ``"ch08-consumer-1"`` -> ``"consumer"``: a work record's role."""
+    role = thread_name.removeprefix(THREAD_PREFIX).split("-")[0]
+    number = role.removeprefix("stage")
+    return f"stage {number}" if role.startswith("stage") and number.isdigit() else role
 
 
-class _Worker:
-    """What one pipeline thread does, and what it records."""
+class PipelineLog:
+    """What the threads of one pipeline run did, recorded as they do it; :meth:`result` sums it up.
 
-    def __init__(self, role: str, deadline: float, min_wait: float) -> None:
-        self.role = role
-        self.deadline = deadline
-        self.min_wait = min_wait
+    Chapter 08's workers wrap each piece of work in ``with log.working_on(item):``
+    and each queue call in ``with log.waiting_in("put", q):`` or ``with
+    log.waiting_in("get"):``. A record's role (``"producer"``, ``"stage 1"``,
+    ``"consumer"``) comes from its thread's name, which must be
+    ``THREAD_PREFIX + "producer-<i>"``, ``"stage<s>-0"`` or ``"consumer-<i>"``.
+    ``queues`` are the run's queues, in order: a ``put`` on one of them also
+    notes its ``qsize()`` afterwards. Waits shorter than ``min_wait`` seconds
+    are not recorded. The clock starts when the log is made.
+    """
+
+    def __init__(self, queues: Sequence[Any] = (), min_wait: float = 0.001) -> None:
+        self.queues = list(queues)
+        for q in self.queues:
+            _check_queue("queues[...]", q)
+        self.min_wait = _check_seconds("min_wait", min_wait, 1.0)
         self.work: list[TaskRecord] = []
         self.waits: list[TaskRecord] = []
-        self.items: list[str] = []
+        self.max_sizes = [0] * len(self.queues)
+        self._lock = threading.Lock()
+        self.start = time.time()
+        self._started = time.perf_counter()
 
-    def _left(self) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"{self.role}: the pipeline's deadline passed")
-        return left
+    def _add(self, records: list[TaskRecord], task: Any, start: float, result: Any) -> None:
+        record = TaskRecord(
+            task=task,
+            pid=os.getpid(),
+            thread=threading.current_thread().name,
+            start=start,
+            end=max(start, time.time()),
+            result=result,
+        )
+        with self._lock:
+            records.append(record)
 
-    def _record(self, records: list, task: Any, start: float, end: float, result: Any) -> None:
-        records.append(TaskRecord(task=task, pid=os.getpid(), thread=threading.current_thread().name,
-                                  start=start, end=max(start, end), result=result))
-
-    def get(self, q: queue.Queue) -> Any:
+    @contextmanager
+    def working_on(self, item: Any) -> Iterator[None]:
+        """Record the block as this thread's work on ``item``."""
         start = time.time()
-        item = q.get(timeout=self._left())  # queue.Empty here means the deadline passed
-        end = time.time()
-        if end - start >= self.min_wait:
-            self._record(self.waits, "get", start, end, "get")
-        return item
+        yield
+        self._add(self.work, item, start, _role_label(threading.current_thread().name))
 
-    def put(self, q: queue.Queue, item: Any, sizes: list[int], index: int) -> None:
-        start = time.time()
-        q.put(item, timeout=self._left())  # queue.Full here means the deadline passed
-        end = time.time()
-        sizes[index] = max(sizes[index], q.qsize())
-        if end - start >= self.min_wait:
-            self._record(self.waits, item if item is not SENTINEL else "end", start, end, "put")
+    @contextmanager
+    def waiting_in(self, kind: str, q: Any = None) -> Iterator[None]:
+        """Record the block as a wait in ``put`` or ``get`` (if it lasted ``min_wait`` or more).
 
-    def do(self, item: str, seconds: float) -> None:
+        With ``q`` (one of the log's queues), also note ``q.qsize()`` afterwards.
+        """
+        if kind not in ("put", "get"):
+            raise ValueError(f"kind must be 'put' or 'get', got {kind!r}")
+        index = None
+        if q is not None:
+            index = next((i for i, known in enumerate(self.queues) if known is q), None)
+            if index is None:
+                raise ValueError("q is not one of this log's queues")
         start = time.time()
-        if seconds:
-            time.sleep(seconds)  # stands for real work: I/O, or a C call that releases the GIL
-        self._record(self.work, item, start, time.time(), self.role)
+        yield
+        if index is not None:
+            size = q.qsize()
+            with self._lock:
+                self.max_sizes[index] = max(self.max_sizes[index], size)
+        if time.time() - start >= self.min_wait:
+            self._add(self.waits, kind, start, kind)
+
+    def result(
+        self, producers: int, stages: int, consumers: int, produced: Sequence[str], consumed: Sequence[str]
+    ) -> PipelineRun:
+        """The run so far as a :class:`PipelineRun`; call it as soon as the threads are joined."""
+        _check_int("producers", producers, 1, MAX_WORKERS)
+        _check_int("stages", stages, 0, MAX_WORKERS)
+        _check_int("consumers", consumers, 1, MAX_WORKERS)
+        elapsed = time.perf_counter() - self._started
+        capacity = self.queues[0].maxsize if self.queues else 0
+        with self._lock:
+            work, waits, sizes = tuple(self.work), tuple(self.waits), tuple(self.max_sizes)
+        return PipelineRun(
+            producers,
+            stages,
+            consumers,
+            capacity,
+            elapsed,
+            tuple(produced),
+            tuple(consumed),
+            work,
+            waits,
+            sizes,
+            self.start,
+        )
 
 
 def item_id(producer: int, number: int) -> str:
@@ -267,104 +290,12 @@ def _split(items: int, parts: int) -> list[int]:
     return [items // parts + (i < items % parts) for i in range(parts)]
 
 
-def run_pipeline(producers: int = 2, stages: int = 1, consumers: int = 2, *, items: int = 24,
-                 capacity: int = 4, produce_delay: float = 0.01, stage_delay: float = 0.005,
-                 consume_delay: float = 0.03, timeout: float = 30.0,
-                 min_wait: float = 0.001) -> PipelineRun:
-    """Run ``producers`` -> ``stages`` stage threads in a row -> ``consumers``, joined by ``queue.Queue(capacity)``.
-
-    ``items`` ids (see :func:`item_id`) are shared out among the producers.
-    Each worker sleeps its ``*_delay`` per item to stand for real work. The
-    end of the stream travels as sentinels: the last producer to finish puts
-    one for the next stage, and so on; the last stage puts one per consumer.
-    ``capacity=0`` means unbounded queues. Waits shorter than ``min_wait``
-    seconds are not recorded.
-    """
-    _check_int("producers", producers, 1, MAX_WORKERS)
-    _check_int("stages", stages, 0, MAX_WORKERS)
-    _check_int("consumers", consumers, 1, MAX_WORKERS)
-    _check_int("items", items, 0, MAX_ITEMS)
-    _check_int("capacity", capacity, 0, MAX_ITEMS)
-    delays = {name: _check_seconds(name, value, MAX_DELAY) for name, value in
-              (("produce_delay", produce_delay), ("stage_delay", stage_delay),
-               ("consume_delay", consume_delay))}
-    timeout = _check_seconds("timeout", timeout, MAX_WAIT)
-    min_wait = _check_seconds("min_wait", min_wait, 1.0)
-    if timeout == 0:
-        raise ValueError("timeout must be more than 0 seconds")
-
-    queues = [queue.Queue(maxsize=capacity) for _ in range(stages + 1)]
-    sizes = [0] * len(queues)
-    deadline = time.monotonic() + timeout
-    # Layer i reads queues[i - 1] and writes queues[i]; producers are layer 0, consumers the last.
-    ends = [_LayerEnd(producers, queues[0], 1 if stages else consumers)]
-    ends += [_LayerEnd(1, queues[s + 1], 1 if s + 1 < stages else consumers) for s in range(stages)]
-    workers: list[_Worker] = []
-    bodies: list[tuple[str, Callable[[], Any]]] = []
-
-    def producer_body(w: _Worker, index: int, count: int) -> Callable[[], None]:
-        def body() -> None:
-            try:
-                for number in range(count):
-                    item = item_id(index, number)
-                    w.do(item, delays["produce_delay"])
-                    w.items.append(item)
-                    w.put(queues[0], item, sizes, 0)
-            finally:
-                ends[0].leave(lambda s: w.put(queues[0], s, sizes, 0))
-        return body
-
-    def stage_body(w: _Worker, s: int) -> Callable[[], None]:
-        def body() -> None:
-            try:
-                for _ in range(items + 1):  # bounded: every item, then the sentinel
-                    item = w.get(queues[s])
-                    if item is SENTINEL:
-                        break
-                    w.do(item, delays["stage_delay"])
-                    w.put(queues[s + 1], item, sizes, s + 1)
-            finally:
-                ends[s + 1].leave(lambda x: w.put(queues[s + 1], x, sizes, s + 1))
-        return body
-
-    def consumer_body(w: _Worker) -> Callable[[], None]:
-        def body() -> None:
-            for _ in range(items + 1):
-                item = w.get(queues[-1])
-                if item is SENTINEL:
-                    break
-                w.do(item, delays["consume_delay"])
-                w.items.append(item)
-        return body
-
-    for index, count in enumerate(_split(items, producers)):
-        w = _Worker("producer", deadline, min_wait)
-        workers.append(w)
-        bodies.append((f"producer-{index}", producer_body(w, index, count)))
-    for s in range(stages):
-        w = _Worker(f"stage {s + 1}", deadline, min_wait)
-        workers.append(w)
-        bodies.append((f"stage{s + 1}-0", stage_body(w, s)))
-    for index in range(consumers):
-        w = _Worker("consumer", deadline, min_wait)
-        workers.append(w)
-        bodies.append((f"consumer-{index}", consumer_body(w)))
-
-    start_wall, start = time.time(), time.perf_counter()
-    _run_threads(bodies, timeout)
-    elapsed = time.perf_counter() - start
-    produced = tuple(i for w in workers if w.role == "producer" for i in w.items)
-    consumed = tuple(i for w in workers if w.role == "consumer" for i in w.items)
-    return PipelineRun(producers, stages, consumers, capacity, elapsed, produced, consumed,
-                       tuple(r for w in workers for r in w.work),
-                       tuple(r for w in workers for r in w.waits), tuple(sizes), start_wall)
-
-
 # --- how consumers learn that the stream is over ------------------------------------------------
+
 
 @dataclass(frozen=True)
 class StreamEnd:
-    """What :func:`end_stream` saw: how the stream was ended, and how each consumer stopped."""
+    """What chapter 08's ``end_stream`` saw: how the stream was ended, and how each consumer stopped."""
 
     ending: str
     stopped: dict[str, str]
@@ -377,77 +308,13 @@ class StreamEnd:
         return all(how != "timed out" for how in self.stopped.values())
 
 
-def end_stream(consumers: int = 3, items: int = 9, *, ending: str = "auto", sentinels: int | None = None,
-               idle_timeout: float = 1.0, timeout: float = 10.0) -> StreamEnd:
-    """Feed ``items`` ints to ``consumers`` threads through one ``queue.Queue``, then end the stream.
-
-    ``ending="sentinels"`` puts ``sentinels`` sentinels (default: one per
-    consumer); ``"shutdown"`` calls ``Queue.shutdown()`` (Python 3.13+), after
-    which a ``get`` on the drained queue raises ``queue.ShutDown``; ``"auto"``
-    uses shutdown where it exists, else one sentinel per consumer. A consumer
-    whose ``get`` waits ``idle_timeout`` seconds gives up: ``"timed out"``.
-    """
-    _check_int("consumers", consumers, 1, MAX_WORKERS)
-    _check_int("items", items, 0, MAX_ITEMS)
-    if ending not in ("auto", "sentinels", "shutdown"):
-        raise ValueError(f"ending must be 'auto', 'sentinels' or 'shutdown', got {ending!r}")
-    if ending == "auto":
-        ending = "shutdown" if HAS_SHUTDOWN else "sentinels"
-    if ending == "shutdown" and not HAS_SHUTDOWN:
-        raise ValueError("Queue.shutdown needs Python 3.13 or later; use ending='sentinels'")
-    if ending == "shutdown" and sentinels is not None:
-        raise ValueError("sentinels only applies to ending='sentinels'")
-    if sentinels is None:
-        sentinels = consumers if ending == "sentinels" else 0
-    _check_int("sentinels", sentinels, 0, MAX_WORKERS)
-    idle_timeout = _check_seconds("idle_timeout", idle_timeout, 10.0)
-    timeout = _check_seconds("timeout", timeout, MAX_WAIT)
-
-    q: queue.Queue = queue.Queue()
-    shut_down = getattr(queue, "ShutDown", None)
-    taken: list[list[int]] = [[] for _ in range(consumers)]
-
-    def consumer(index: int) -> Callable[[], str]:
-        def body() -> str:
-            for _ in range(items + sentinels + 1):
-                try:
-                    item = q.get(timeout=idle_timeout)
-                except queue.Empty:
-                    return "timed out"
-                except Exception as error:  # queue.ShutDown (3.13+): drained and shut down
-                    if shut_down is not None and isinstance(error, shut_down):
-                        return "shutdown"
-                    raise
-                if item is SENTINEL:
-                    return "sentinel"
-                taken[index].append(item)
-            return "timed out"
-        return body
-
-    def producer() -> str:
-        for item in range(items):
-            q.put(item, timeout=timeout)
-        if ending == "shutdown":
-            q.shutdown()  # items already queued are still delivered, then get() raises ShutDown
-        else:
-            for _ in range(sentinels):
-                q.put(SENTINEL, timeout=timeout)
-        return "done"
-
-    bodies = [("producer-0", producer)] + [(f"consumer-{i}", consumer(i)) for i in range(consumers)]
-    results = _run_threads(bodies, timeout)
-    stopped = {f"consumer-{i}": results[i + 1] for i in range(consumers)}
-    return StreamEnd(ending, stopped, tuple(sorted(i for got in taken for i in got)), items)
-
-
 # --- drawing ------------------------------------------------------------------------------------
 
 _ROLE_COLORS = {"producer": "tab:blue", "stage": "tab:orange", "consumer": "tab:green"}
 _WAIT_STYLE = {"put": dict(color="0.55", hatch="////"), "get": dict(color="0.85", hatch="")}
 
 
-def plot_pipeline(run: PipelineRun, *, ax=None, title: str = "", label_items: bool | None = None,
-                  legend: bool = True):
+def plot_pipeline(run: PipelineRun, *, ax=None, title: str = "", label_items: bool | None = None, legend: bool = True):
     """One lane per thread: coloured bars for work, grey for waits (hatched: ``put`` on a full queue,
     light: ``get`` on an empty one). Return the Axes; the caller adds :func:`~helpers.instruments.measure.stamp`."""
     import matplotlib.pyplot as plt
@@ -466,26 +333,47 @@ def plot_pipeline(run: PipelineRun, *, ax=None, title: str = "", label_items: bo
     span = max(r.end for r in run.work + run.waits) - t0
     for rec in run.waits:
         style = _WAIT_STYLE[rec.result]
-        ax.barh(lane[rec.thread], rec.duration, left=rec.start - t0, height=0.6, color=style["color"],
-                hatch=style["hatch"], edgecolor="0.4", linewidth=0.3)
+        ax.barh(
+            lane[rec.thread],
+            rec.duration,
+            left=rec.start - t0,
+            height=0.6,
+            color=style["color"],
+            hatch=style["hatch"],
+            edgecolor="0.4",
+            linewidth=0.3,
+        )
     for rec in run.work:
         color = _ROLE_COLORS[rec.result.split()[0]]
-        ax.barh(lane[rec.thread], rec.duration, left=rec.start - t0, height=0.6, color=color,
-                edgecolor="black", linewidth=0.4)
+        ax.barh(
+            lane[rec.thread],
+            rec.duration,
+            left=rec.start - t0,
+            height=0.6,
+            color=color,
+            edgecolor="black",
+            linewidth=0.4,
+        )
         if label_items and rec.duration > 0.04 * span:  # only where the label fits
-            ax.text(rec.start - t0 + rec.duration / 2, lane[rec.thread], str(rec.task),
-                    ha="center", va="center", fontsize=6)
+            ax.text(
+                rec.start - t0 + rec.duration / 2, lane[rec.thread], str(rec.task), ha="center", va="center", fontsize=6
+            )
     ax.set_yticks(range(len(names)), [n.removeprefix(THREAD_PREFIX) for n in names])
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the pipeline started")
     ax.set_xlim(left=0)
     ax.grid(axis="x", alpha=0.3)
-    handles = [Patch(color=c, label=f"{role} working") for role, c in _ROLE_COLORS.items()
-               if any(r.result.startswith(role) for r in run.work)]
-    handles += [Patch(facecolor=_WAIT_STYLE["put"]["color"], hatch="////", edgecolor="0.4",
-                      label="waiting in put (queue full)"),
-                Patch(facecolor=_WAIT_STYLE["get"]["color"], edgecolor="0.4",
-                      label="waiting in get (queue empty)")]
+    handles = [
+        Patch(color=c, label=f"{role} working")
+        for role, c in _ROLE_COLORS.items()
+        if any(r.result.startswith(role) for r in run.work)
+    ]
+    handles += [
+        Patch(
+            facecolor=_WAIT_STYLE["put"]["color"], hatch="////", edgecolor="0.4", label="waiting in put (queue full)"
+        ),
+        Patch(facecolor=_WAIT_STYLE["get"]["color"], edgecolor="0.4", label="waiting in get (queue empty)"),
+    ]
     if legend:
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
@@ -502,15 +390,21 @@ def pipeline_figure(run: PipelineRun, title: str = ""):
     if not isinstance(run, PipelineRun):
         raise TypeError(f"run must be a PipelineRun, got {type(run).__name__}")
     names = run.threads()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 1.4 + 0.42 * len(names)), layout="constrained",
-                                      gridspec_kw={"width_ratios": [2.6, 1]})
-    plot_pipeline(run, ax=left, title=title or (
-        f"{run.producers} producer(s), {run.stages} stage(s), {run.consumers} consumer(s): "
-        f"{len(run.consumed)} items in {run.elapsed:.2f} s"))
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(11, 1.4 + 0.42 * len(names)), layout="constrained", gridspec_kw={"width_ratios": [2.6, 1]}
+    )
+    plot_pipeline(
+        run,
+        ax=left,
+        title=title
+        or (
+            f"{run.producers} producer(s), {run.stages} stage(s), {run.consumers} consumer(s): "
+            f"{len(run.consumed)} items in {run.elapsed:.2f} s"
+        ),
+    )
     busy = run.busy()
     colors = [_ROLE_COLORS.get(_role_of(n), "0.5") for n in names]
-    right.barh(range(len(names)), [100 * busy[n] for n in names], color=colors, edgecolor="black",
-               linewidth=0.4)
+    right.barh(range(len(names)), [100 * busy[n] for n in names], color=colors, edgecolor="black", linewidth=0.4)
     right.set_yticks(range(len(names)), [n.removeprefix(THREAD_PREFIX) for n in names])
     right.invert_yaxis()
     right.set_xlim(0, 100)
@@ -521,17 +415,21 @@ def pipeline_figure(run: PipelineRun, title: str = ""):
     return fig
 
 
-def pipeline_widget(max_producers: int = 4, max_consumers: int = 4, **pipeline_kwargs):
-    """Sliders for the number of producers and consumers; each change re-runs :func:`run_pipeline` and draws it."""
+def pipeline_widget(
+    run_pipeline: Callable[..., PipelineRun], max_producers: int = 4, max_consumers: int = 4, **pipeline_kwargs
+):
+    """Sliders for the number of producers and consumers; each change calls ``run_pipeline`` and draws the run.
+
+    ``run_pipeline(producers, consumers=k, **pipeline_kwargs)`` must return a
+    :class:`PipelineRun`: chapter 08 passes the ``run_pipeline`` its cells define.
+    """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
+    if not callable(run_pipeline):
+        raise TypeError(f"run_pipeline must be callable, got {type(run_pipeline).__name__}")
     _check_int("max_producers", max_producers, 1, MAX_WORKERS)
     _check_int("max_consumers", max_consumers, 1, MAX_WORKERS)
-    bad = set(pipeline_kwargs) - {"stages", "items", "capacity", "produce_delay", "stage_delay",
-                                  "consume_delay", "timeout"}
-    if bad:
-        raise TypeError(f"unexpected pipeline argument(s): {sorted(bad)}")
 
     def update(producers: int, consumers: int) -> None:
         run = run_pipeline(producers, consumers=consumers, **pipeline_kwargs)
@@ -539,10 +437,12 @@ def pipeline_widget(max_producers: int = 4, max_consumers: int = 4, **pipeline_k
         plt.show()
 
     sliders = {
-        "producers": widgets.IntSlider(value=min(2, max_producers), min=1, max=max_producers,
-                                       description="producers", continuous_update=False),
-        "consumers": widgets.IntSlider(value=min(2, max_consumers), min=1, max=max_consumers,
-                                       description="consumers", continuous_update=False),
+        "producers": widgets.IntSlider(
+            value=min(2, max_producers), min=1, max=max_producers, description="producers", continuous_update=False
+        ),
+        "consumers": widgets.IntSlider(
+            value=min(2, max_consumers), min=1, max=max_consumers, description="consumers", continuous_update=False
+        ),
     }
     out = widgets.interactive_output(update, sliders)
     return widgets.VBox([widgets.HBox(list(sliders.values())), out])
@@ -550,8 +450,8 @@ def pipeline_widget(max_producers: int = 4, max_consumers: int = 4, **pipeline_k
 
 # --- the same pattern across processes ------------------------------------------------------------
 
-def produce_items(tasks: Any, log: Any, producer: int, count: int, delay: float = 0.0,
-                  timeout: float = 30.0) -> None:
+
+def produce_items(tasks: Any, log: Any, producer: int, count: int, delay: float = 0.0, timeout: float = 30.0) -> None:
     """Child process: put ``count`` ids (:func:`item_id`) on ``tasks``, then the list of them on ``log``.
 
     The list on ``log`` is what the parent checks the consumers against.
@@ -572,8 +472,9 @@ def produce_items(tasks: Any, log: Any, producer: int, count: int, delay: float 
     log.put(made)
 
 
-def consume_items(tasks: Any, results: Any, delay: float = 0.0, idle_timeout: float = 30.0,
-                  max_items: int = MAX_ITEMS) -> None:
+def consume_items(
+    tasks: Any, results: Any, delay: float = 0.0, idle_timeout: float = 30.0, max_items: int = MAX_ITEMS
+) -> None:
     """Child process: take ids from a ``JoinableQueue`` until the sentinel; put a TaskRecord per item on ``results``.
 
     ``task_done()`` follows every ``get`` that returned something, the sentinel
@@ -598,8 +499,9 @@ def consume_items(tasks: Any, results: Any, delay: float = 0.0, idle_timeout: fl
             start = time.time()
             if delay:
                 time.sleep(delay)  # the work on the item
-            results.put(TaskRecord(task=item, pid=os.getpid(), thread=name, start=start,
-                                   end=time.time(), result=len(item)))
+            results.put(
+                TaskRecord(task=item, pid=os.getpid(), thread=name, start=start, end=time.time(), result=len(item))
+            )
         finally:
             tasks.task_done()
 
@@ -626,8 +528,15 @@ class ProcessRun:
         return Counter(self.produced) == Counter(self.consumed)
 
 
-def run_process_pipeline(producers: int = 2, consumers: int = 2, items: int = 20, *, delay: float = 0.02,
-                         timeout: float = 60.0, ctx: Any = None) -> ProcessRun:
+def run_process_pipeline(
+    producers: int = 2,
+    consumers: int = 2,
+    items: int = 20,
+    *,
+    delay: float = 0.02,
+    timeout: float = 60.0,
+    ctx: Any = None,
+) -> ProcessRun:
     """``producers`` and ``consumers`` processes around one ``JoinableQueue``; every wait has a timeout.
 
     1. start the consumers, then the producers (each makes its share of ``items``);
@@ -651,18 +560,22 @@ def run_process_pipeline(producers: int = 2, consumers: int = 2, items: int = 20
         return max(0.1, deadline - time.monotonic())
 
     start = time.perf_counter()
-    workers = [ctx.Process(target=consume_items, args=(tasks, results, delay, timeout),
-                           name=f"consumer-{i}") for i in range(consumers)]
-    makers = [ctx.Process(target=produce_items, args=(tasks, log, i, n, 0.0, timeout),
-                          name=f"producer-{i}") for i, n in enumerate(_split(items, producers))]
+    workers = [
+        ctx.Process(target=consume_items, args=(tasks, results, delay, timeout), name=f"consumer-{i}")
+        for i in range(consumers)
+    ]
+    makers = [
+        ctx.Process(target=produce_items, args=(tasks, log, i, n, 0.0, timeout), name=f"producer-{i}")
+        for i, n in enumerate(_split(items, producers))
+    ]
     try:
         for p in workers + makers:
             p.start()
         produced = [i for batch in collect(log, count=producers, timeout=left()) for i in batch]
-        codes = join_all(makers, timeout=left())                 # 2. all items are on the queue
-        all_done = wait_until_done(tasks, timeout=left())       # 3. ...and all were task_done
+        codes = join_all(makers, timeout=left())  # 2. all items are on the queue
+        all_done = wait_until_done(tasks, timeout=left())  # 3. ...and all were task_done
         records = collect(results, count=len(produced), timeout=left())
-        for _ in workers:                                       # 4. one sentinel per consumer
+        for _ in workers:  # 4. one sentinel per consumer
             tasks.put(SENTINEL)
         codes += join_all(workers, timeout=left())
     finally:

@@ -1,4 +1,5 @@
-"""Unit tests of helpers.threads.basics (chapter 05)."""
+"""Unit tests of helpers.threads.basics (chapter 05's child-process target and GIL runs; the thread plumbing)."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -8,8 +9,13 @@ import pytest
 
 from helpers.threads import basics as th
 from helpers.threads.basics import (
-    ClockThread, GilRun, append_shared, describe_thread, fail_with, format_gil_table,
-    hold_until, measure_gil, record_thread_exceptions, remember_in_local, reset_shared, run_with,
+    GilRun,
+    append_shared,
+    format_gil_table,
+    measure_gil,
+    reset_shared,
+    run_named_threads,
+    run_with,
     threads_alive,
 )
 
@@ -46,105 +52,6 @@ def test_append_shared_rejects_non_str():
         append_shared(3)
 
 
-def test_describe_thread_records_its_thread():
-    results: list = []
-    worker = threading.Thread(target=describe_thread, args=(results, "hi"), kwargs={"repeat": 2},
-                              name="describer", daemon=True)
-    worker.start()
-    worker.join(timeout=10)
-    (info,) = results
-    assert info["name"] == "describer" and info["greeting"] == "hi hi" and info["daemon"] is True
-    assert info["ident"] == worker.ident and info["native_id"] == worker.native_id
-    assert info["is_main"] is False
-
-
-@pytest.mark.parametrize("args, kwargs, error", [
-    (("not a list",), {}, TypeError),
-    (([], 5), {}, TypeError),
-    (([],), {"repeat": 0}, ValueError),
-    (([],), {"repeat": 1.5}, TypeError),
-])
-def test_describe_thread_bad_input(args, kwargs, error):
-    with pytest.raises(error):
-        describe_thread(*args, **kwargs)
-
-
-def test_hold_until_returns_when_released_or_timed_out():
-    release = threading.Event()
-    assert hold_until(release, timeout=0.01) is False
-    release.set()
-    assert hold_until(release, timeout=1) is True
-    with pytest.raises(TypeError):
-        hold_until("event")
-    with pytest.raises(ValueError):
-        hold_until(release, timeout=-1)
-
-
-def test_clock_thread_ticks_and_stops():
-    clock = ClockThread(interval=0.02, max_ticks=3)
-    clock.start()
-    clock.join(timeout=10)
-    assert len(clock.ticks) == 3 and not clock.is_alive()
-    slow = ClockThread(interval=10, max_ticks=5)
-    slow.start()
-    slow.stop()
-    slow.join(timeout=5)
-    assert not slow.is_alive() and 1 <= len(slow.ticks) <= 2
-
-
-@pytest.mark.parametrize("kwargs, error", [
-    ({"interval": 0}, ValueError),
-    ({"interval": "1"}, TypeError),
-    ({"max_ticks": 0}, ValueError),
-    ({"max_ticks": True}, TypeError),
-])
-def test_clock_thread_bad_input(kwargs, error):
-    with pytest.raises(error):
-        ClockThread(**kwargs)
-
-
-def test_remember_in_local_keeps_one_value_per_thread():
-    store = threading.local()
-    results: dict = {}
-    barrier = threading.Barrier(3)
-    workers = [threading.Thread(target=remember_in_local, args=(store, i, results, barrier),
-                                name=f"t{i}") for i in range(3)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=10)
-    assert results == {"t0": 0, "t1": 1, "t2": 2}
-    assert not hasattr(store, "value")
-    with pytest.raises(TypeError):
-        remember_in_local(object(), 1, {})
-    with pytest.raises(TypeError):
-        remember_in_local(store, 1, [])
-
-
-def test_record_thread_exceptions_records_and_restores():
-    before = threading.excepthook
-    with record_thread_exceptions() as failures:
-        worker = threading.Thread(target=fail_with, args=("boom",), name="doomed")
-        worker.start()
-        worker.join(timeout=10)
-        assert threading.excepthook is not before
-    assert threading.excepthook is before
-    assert failures == [th.ThreadFailure("doomed", "RuntimeError", "boom")]
-
-
-def test_record_thread_exceptions_restores_after_an_error():
-    before = threading.excepthook
-    with pytest.raises(KeyError):
-        with record_thread_exceptions():
-            raise KeyError("x")
-    assert threading.excepthook is before
-
-
-def test_fail_with_rejects_non_str():
-    with pytest.raises(TypeError):
-        fail_with(1)
-
-
 def test_run_with_threads_overlap_io():
     run = run_with("thread", 4, "io", n=4, size=0.1)
     assert isinstance(run, GilRun) and len(run.records) == 4
@@ -159,17 +66,20 @@ def test_run_with_processes_cpu():
     assert mp.active_children() == []
 
 
-@pytest.mark.parametrize("args, kwargs, error", [
-    (("greenlet", 1, "cpu"), {}, ValueError),
-    (("thread", 1, "disk"), {}, ValueError),
-    (("thread", 0, "cpu"), {}, ValueError),
-    (("thread", 1.0, "cpu"), {}, TypeError),
-    (("thread", 1, "cpu"), {"n": 0}, ValueError),
-    (("thread", 1, "cpu"), {"size": 0.5}, TypeError),
-    (("thread", 1, "io"), {"size": -1}, ValueError),
-    (("thread", 1, "io"), {"timeout": 0}, ValueError),
-    (("thread", 1, "io"), {"repeat": 0}, ValueError),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, error",
+    [
+        (("greenlet", 1, "cpu"), {}, ValueError),
+        (("thread", 1, "disk"), {}, ValueError),
+        (("thread", 0, "cpu"), {}, ValueError),
+        (("thread", 1.0, "cpu"), {}, TypeError),
+        (("thread", 1, "cpu"), {"n": 0}, ValueError),
+        (("thread", 1, "cpu"), {"size": 0.5}, TypeError),
+        (("thread", 1, "io"), {"size": -1}, ValueError),
+        (("thread", 1, "io"), {"timeout": 0}, ValueError),
+        (("thread", 1, "io"), {"repeat": 0}, ValueError),
+    ],
+)
 def test_run_with_bad_input(args, kwargs, error):
     with pytest.raises(error):
         run_with(*args, **kwargs)
@@ -193,7 +103,7 @@ def test_format_gil_table():
 def test_threads_alive_counts_and_ignores():
     assert threads_alive(()) == threading.active_count()
     release = threading.Event()
-    worker = threading.Thread(target=hold_until, args=(release,), kwargs={"timeout": 10})
+    worker = threading.Thread(target=release.wait, args=(10,))
     before = threads_alive()
     worker.start()
     assert threads_alive() == before + 1
@@ -217,18 +127,61 @@ def test_cpu_per_wall_of_cpu_bound_threads_is_about_one_core():
 def test_measure_gil_small_grid():
     runs = measure_gil(worker_counts=(1, 2), n=2, rounds=1)
     assert [(r.task, r.kind, r.workers) for r in runs] == [
-        ("cpu", "thread", 1), ("cpu", "thread", 2), ("cpu", "process", 1), ("cpu", "process", 2),
-        ("io", "thread", 1), ("io", "thread", 2), ("io", "process", 1), ("io", "process", 2),
+        ("cpu", "thread", 1),
+        ("cpu", "thread", 2),
+        ("cpu", "process", 1),
+        ("cpu", "process", 2),
+        ("io", "thread", 1),
+        ("io", "thread", 2),
+        ("io", "process", 1),
+        ("io", "process", 2),
     ]
     assert mp.active_children() == []
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"worker_counts": ()}, ValueError),
-    ({"worker_counts": (0,)}, ValueError),
-    ({"worker_counts": ("2",)}, TypeError),
-    ({"rounds": 0}, ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"worker_counts": ()}, ValueError),
+        ({"worker_counts": (0,)}, ValueError),
+        ({"worker_counts": ("2",)}, TypeError),
+        ({"rounds": 0}, ValueError),
+    ],
+)
 def test_measure_gil_bad_input(kwargs, error):
     with pytest.raises(error):
         measure_gil(**kwargs)
+
+
+def test_run_named_threads_returns_results_in_order_on_named_threads():
+    names = run_named_threads(
+        [(name, lambda: threading.current_thread().name) for name in ("a", "b", "c")], timeout=10, prefix="test-"
+    )
+    assert names == ["test-a", "test-b", "test-c"]
+    assert not any(t.name.startswith("test-") for t in threading.enumerate())
+
+
+def test_run_named_threads_reraises_a_body_error_in_the_caller():
+    hook_calls = []
+    before = threading.excepthook
+    threading.excepthook = hook_calls.append
+    try:
+
+        def fail():
+            raise KeyError("boom")
+
+        with pytest.raises(RuntimeError, match="thread t-bad failed") as info:
+            run_named_threads([("ok", lambda: 1), ("bad", fail)], timeout=10, prefix="t-")
+    finally:
+        threading.excepthook = before
+    assert isinstance(info.value.__cause__, KeyError)
+    assert hook_calls == []  # kept for the caller, never handed to threading.excepthook
+
+
+def test_run_named_threads_times_out_on_a_stuck_thread():
+    release = threading.Event()
+    try:
+        with pytest.raises(TimeoutError, match="stuck"):
+            run_named_threads([("stuck", lambda: release.wait(10))], timeout=0.05, prefix="t-")
+    finally:
+        release.set()

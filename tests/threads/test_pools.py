@@ -1,4 +1,5 @@
 """helpers.threads.pools: the delay server, fetch, run_fetches and the small tools."""
+
 from __future__ import annotations
 
 import threading
@@ -8,10 +9,16 @@ from urllib.error import HTTPError
 import pytest
 
 from helpers.instruments.speedup import JobRun
-from helpers.threads.pools import (
-    SERVER_THREAD_PREFIX, DelayServer, fetch, is_listening, run_fetches, timed_fetch, wait_until,
-)
 from helpers.instruments.timeline import TaskRecord, max_overlap
+from helpers.threads.pools import (
+    SERVER_THREAD_PREFIX,
+    DelayServer,
+    fetch,
+    is_listening,
+    run_fetches,
+    timed_fetch,
+    wait_until,
+)
 
 
 def _server_threads() -> list[threading.Thread]:
@@ -41,7 +48,7 @@ def test_timeout_status_and_bad_delay(server):
         fetch(server.url_for("/status/404"), timeout=5)
     assert info.value.code == 404
     with pytest.raises(HTTPError) as info:
-        fetch(server.url + "/x?delay=99", timeout=5)   # above max_delay
+        fetch(server.url + "/x?delay=99", timeout=5)  # above max_delay
     assert info.value.code == 400
     with pytest.raises(HTTPError) as info:
         fetch(server.url + "/x?delay=abc", timeout=5)
@@ -69,7 +76,7 @@ def test_stop_closes_the_port_and_is_idempotent():
     srv = DelayServer(delay=0)
     assert "not started" in repr(srv)
     with pytest.raises(RuntimeError):
-        srv.port
+        _ = srv.port
     srv.start()
     port = srv.port
     with pytest.raises(RuntimeError):
@@ -79,7 +86,7 @@ def test_stop_closes_the_port_and_is_idempotent():
     srv.stop()
     assert not srv.running and not is_listening(port) and _server_threads() == []
     with pytest.raises(RuntimeError):
-        srv.served
+        _ = srv.served
 
 
 def test_wait_until():
@@ -92,25 +99,28 @@ def test_wait_until():
     timer.join(5)
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: DelayServer(delay=-1), ValueError),
-    (lambda: DelayServer(delay="1"), TypeError),
-    (lambda: DelayServer(delay=10, max_delay=5), ValueError),
-    (lambda: DelayServer(delay=float("nan")), ValueError),
-    (lambda: DelayServer(host=1), TypeError),
-    (lambda: fetch(123), TypeError),
-    (lambda: fetch("ftp://x"), ValueError),
-    (lambda: fetch("http://127.0.0.1:1/", timeout=0), ValueError),
-    (lambda: fetch("http://127.0.0.1:1/", timeout=True), TypeError),
-    (lambda: timed_fetch(-1, "http://127.0.0.1:1/"), ValueError),
-    (lambda: run_fetches(0, "http://127.0.0.1:1"), ValueError),
-    (lambda: run_fetches(2.0, "http://127.0.0.1:1"), TypeError),
-    (lambda: run_fetches(2, "http://127.0.0.1:1", requests=0), ValueError),
-    (lambda: wait_until(1), TypeError),
-    (lambda: wait_until(lambda: True, interval=0), ValueError),
-    (lambda: is_listening("80"), TypeError),
-    (lambda: is_listening(0), ValueError),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: DelayServer(delay=-1), ValueError),
+        (lambda: DelayServer(delay="1"), TypeError),
+        (lambda: DelayServer(delay=10, max_delay=5), ValueError),
+        (lambda: DelayServer(delay=float("nan")), ValueError),
+        (lambda: DelayServer(host=1), TypeError),
+        (lambda: fetch(123), TypeError),
+        (lambda: fetch("ftp://x"), ValueError),
+        (lambda: fetch("http://127.0.0.1:1/", timeout=0), ValueError),
+        (lambda: fetch("http://127.0.0.1:1/", timeout=True), TypeError),
+        (lambda: timed_fetch(-1, "http://127.0.0.1:1/"), ValueError),
+        (lambda: run_fetches(0, "http://127.0.0.1:1"), ValueError),
+        (lambda: run_fetches(2.0, "http://127.0.0.1:1"), TypeError),
+        (lambda: run_fetches(2, "http://127.0.0.1:1", requests=0), ValueError),
+        (lambda: wait_until(1), TypeError),
+        (lambda: wait_until(lambda: True, interval=0), ValueError),
+        (lambda: is_listening("80"), TypeError),
+        (lambda: is_listening(0), ValueError),
+    ],
+)
 def test_bad_input(call, error):
     with pytest.raises(error):
         call()
@@ -149,31 +159,3 @@ def test_load_stats_and_table():
         load_stats(JobRun(workers=1, elapsed=1.0))
     with pytest.raises(ValueError):
         format_throughput_table([])
-
-
-def test_callback_recorder():
-    from concurrent.futures import Future, ThreadPoolExecutor
-    from helpers.threads.pools import callback_recorder
-
-    log = []
-    done = Future()
-    done.set_result(4)
-    done.add_done_callback(callback_recorder(log))
-    failed = Future()
-    failed.set_exception(ValueError("no"))
-    failed.add_done_callback(callback_recorder(log))
-    cancelled = Future()
-    cancelled.cancel()
-    cancelled.add_done_callback(callback_recorder(log))
-    callback_recorder(log)("not a future")
-    me = threading.current_thread().name
-    assert log[:3] == [(me, "result 4"), (me, "ValueError('no')"), (me, "cancelled")]
-    assert log[3][1].startswith("callback failed")
-    with ThreadPoolExecutor(1, thread_name_prefix="rec") as pool:
-        release = threading.Event()
-        held = pool.submit(release.wait, 5)
-        held.add_done_callback(callback_recorder(log))
-        release.set()
-    assert log[4] == ("rec_0", "result True")
-    with pytest.raises(TypeError):
-        callback_recorder(())

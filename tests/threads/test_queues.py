@@ -1,19 +1,31 @@
-"""helpers.threads.queues: chapter 08's producers, stages and consumers, their results, and their argument checks."""
+"""helpers.threads.queues: chapter 08's pipeline log and drawings, its child-process workers, their argument checks."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
 import queue
 import threading
-from collections import Counter
 
 import pytest
 
-from helpers.threads.queues import (
-    HAS_SHUTDOWN, SENTINEL, THREAD_PREFIX, PipelineRun, consume_items, end_stream,
-    helper_threads_alive, item_id, join_queue, pipeline_figure, plot_pipeline, produce_items,
-    run_pipeline, run_process_pipeline, wait_until_done,
-)
 from helpers.instruments.timeline import TaskRecord
+from helpers.threads.basics import run_named_threads
+from helpers.threads.queues import (
+    SENTINEL,
+    THREAD_PREFIX,
+    PipelineLog,
+    PipelineRun,
+    StreamEnd,
+    consume_items,
+    helper_threads_alive,
+    item_id,
+    pipeline_figure,
+    pipeline_widget,
+    plot_pipeline,
+    produce_items,
+    run_process_pipeline,
+    wait_until_done,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -27,23 +39,6 @@ def nothing_left():
 
 # --- join with a deadline --------------------------------------------------------------
 
-def test_join_queue_true_when_all_done():
-    q = queue.Queue()
-    for n in range(3):
-        q.put(n)
-    for _ in range(3):
-        q.get_nowait()
-        q.task_done()
-    assert join_queue(q, timeout=0.5) is True
-
-
-def test_join_queue_false_without_task_done():
-    q = queue.Queue()
-    q.put("x")
-    q.get_nowait()  # taken but never marked done
-    assert join_queue(q, timeout=0.05) is False
-    assert q.unfinished_tasks == 1
-
 
 def test_wait_until_done_on_joinable_queue():
     tasks = mp.JoinableQueue()
@@ -51,22 +46,12 @@ def test_wait_until_done_on_joinable_queue():
     assert tasks.get(timeout=5) == 1
     assert wait_until_done(tasks, timeout=0.05) is False  # the waiter thread still waits...
     tasks.task_done()
-    assert wait_until_done(tasks, timeout=5) is True      # ...and ends once the task is done
+    assert wait_until_done(tasks, timeout=5) is True  # ...and ends once the task is done
     for t in threading.enumerate():
         if t.name.startswith(THREAD_PREFIX):
             t.join(5)
     tasks.close()
     tasks.join_thread()
-
-
-@pytest.mark.parametrize("args, error", [
-    (([], 1.0), TypeError),
-    ((queue.Queue(), -1), ValueError),
-    ((queue.Queue(), "1"), TypeError),
-])
-def test_join_queue_bad_input(args, error):
-    with pytest.raises(error):
-        join_queue(*args)
 
 
 def test_wait_until_done_bad_input():
@@ -78,6 +63,7 @@ def test_wait_until_done_bad_input():
 
 # --- the thread pipeline --------------------------------------------------------------
 
+
 def test_item_id():
     assert item_id(0, 3) == "p0-3"
     with pytest.raises(ValueError):
@@ -86,125 +72,102 @@ def test_item_id():
         item_id(0, "3")
 
 
-@pytest.mark.parametrize("producers, stages, consumers", [(1, 0, 1), (2, 1, 3), (3, 2, 2)])
-def test_pipeline_every_item_exactly_once(producers, stages, consumers):
-    run = run_pipeline(producers, stages, consumers, items=15, produce_delay=0.0, stage_delay=0.001,
-                       consume_delay=0.002)
-    assert isinstance(run, PipelineRun)
-    assert run.exactly_once
-    assert Counter(run.consumed) == Counter(item_id(p, n) for p in range(producers)
-                                            for n in range(len([i for i in run.produced
-                                                                if i.startswith(f"p{p}-")])))
-    assert len(run.produced) == len(run.consumed) == 15
-    assert all(isinstance(r, TaskRecord) for r in run.work + run.waits)
-    assert len(run.work) == 15 * (2 + stages)  # produce, each stage, consume
-    assert all(size <= 4 for size in run.max_sizes)
-    assert len(run.threads()) == producers + stages + consumers
-    assert run.threads()[0].startswith(THREAD_PREFIX + "producer")
-    assert all(0.0 <= b <= 1.0 for b in run.busy().values())
+def _one_to_one(items: int, capacity: int, consume_delay: float) -> PipelineRun:
+    """A producer and a consumer thread recording into a PipelineLog, as chapter 08's cells do."""
+    q: queue.Queue = queue.Queue(maxsize=capacity)
+    log, consumed = PipelineLog([q]), []
+    ids = [item_id(0, n) for n in range(items)]
+
+    def produce() -> None:
+        for item in ids:
+            with log.working_on(item):
+                pass
+            with log.waiting_in("put", q):
+                q.put(item, timeout=10)
+        q.put(SENTINEL, timeout=10)
+
+    def consume() -> None:
+        for _ in range(items + 1):
+            with log.waiting_in("get"):
+                item = q.get(timeout=10)
+            if item is SENTINEL:
+                return
+            with log.working_on(item):
+                threading.Event().wait(consume_delay)
+            consumed.append(item)
+
+    run_named_threads([("producer-0", produce), ("consumer-0", consume)], timeout=30, prefix=THREAD_PREFIX)
+    return log.result(1, 0, 1, produced=ids, consumed=consumed)
 
 
-def test_pipeline_zero_items():
-    run = run_pipeline(2, 1, 2, items=0)
-    assert run.produced == run.consumed == ()
-    assert run.exactly_once
-
-
-def test_bounded_queue_makes_producer_wait():
+def test_pipeline_log_records_work_waits_and_sizes():
     items, capacity, delay = 8, 2, 0.02
-    run = run_pipeline(1, 0, 1, items=items, capacity=capacity, produce_delay=0.0, consume_delay=delay)
-    assert list(run.consumed) == [item_id(0, n) for n in range(items)]  # one of each: order kept
-    assert run.max_sizes[0] <= capacity
-    last_put = max(r.end for r in run.waits if r.result == "put")
-    # item i can only go in once the consumer has taken item i - capacity, at least i - capacity delays in
-    assert last_put - run.start >= 0.9 * (items - 1 - capacity) * delay
-    assert run.waited("put") > 0
+    run = _one_to_one(items, capacity, delay)
+    assert isinstance(run, PipelineRun) and run.exactly_once
+    assert list(run.consumed) == [item_id(0, n) for n in range(items)]
+    assert all(isinstance(r, TaskRecord) for r in run.work + run.waits)
+    assert len(run.work) == 2 * items  # made once, consumed once
+    assert {r.result for r in run.work} == {"producer", "consumer"}
+    assert {r.result for r in run.waits} <= {"put", "get"}
+    assert 1 <= run.max_sizes[0] <= capacity and run.capacity == capacity
+    assert run.waited("put") > 0  # the consumer is slower: the producer waited for room
+    assert run.threads() == [THREAD_PREFIX + "producer-0", THREAD_PREFIX + "consumer-0"]
+    assert all(0.0 <= b <= 1.0 for b in run.busy().values())
+    assert run.elapsed >= (items - capacity - 1) * delay and run.start > 0
 
 
-def test_unbounded_queue_producer_never_full():
-    run = run_pipeline(1, 0, 1, items=6, capacity=0, produce_delay=0.0, consume_delay=0.01)
-    assert run.waited("put") == 0.0
-    assert run.max_sizes[0] >= 1
+def test_pipeline_log_role_labels_come_from_thread_names():
+    log = PipelineLog()
+
+    def work() -> None:
+        with log.working_on("x"):
+            pass
+
+    run_named_threads([("stage2-0", work), ("consumer-1", work)], timeout=10, prefix=THREAD_PREFIX)
+    assert sorted(r.result for r in log.work) == ["consumer", "stage 2"]
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"producers": 0}, ValueError),
-    ({"consumers": 0}, ValueError),
-    ({"stages": -1}, ValueError),
-    ({"producers": 1.5}, TypeError),
-    ({"items": 10_001}, ValueError),
-    ({"capacity": -1}, ValueError),
-    ({"consume_delay": -0.1}, ValueError),
-    ({"consume_delay": "slow"}, TypeError),
-    ({"timeout": 0}, ValueError),
-])
-def test_pipeline_bad_input(kwargs, error):
-    with pytest.raises(error):
-        run_pipeline(**kwargs)
+def test_pipeline_log_bad_input():
+    q = queue.Queue()
+    log = PipelineLog([q])
+    with pytest.raises(ValueError):
+        with log.waiting_in("sleep"):
+            pass
+    with pytest.raises(ValueError):
+        with log.waiting_in("put", queue.Queue()):  # not one of the log's queues
+            pass
+    with pytest.raises(TypeError):
+        PipelineLog(["not a queue"])
+    with pytest.raises(ValueError):
+        PipelineLog(min_wait=-1)
+    with pytest.raises(ValueError):
+        log.result(0, 0, 1, produced=(), consumed=())
 
 
 def test_waited_bad_kind():
-    run = run_pipeline(1, 0, 1, items=1, consume_delay=0.0)
+    run = PipelineLog().result(1, 0, 1, produced=(), consumed=())
+    assert run.exactly_once and run.throughput == 0.0 and run.max_sizes == ()
     with pytest.raises(ValueError):
         run.waited("sleep")
 
 
-# --- ending the stream ------------------------------------------------------------------
-
-def test_one_sentinel_per_consumer():
-    end = end_stream(3, 9, ending="sentinels")
-    assert end.stopped == {f"consumer-{i}": "sentinel" for i in range(3)}
-    assert end.consumed == tuple(range(9))
-    assert end.all_stopped_cleanly
-
-
-def test_too_few_sentinels_leave_consumers_waiting():
-    end = end_stream(3, 6, ending="sentinels", sentinels=1, idle_timeout=0.1)
-    assert sorted(end.stopped.values()) == ["sentinel", "timed out", "timed out"]
-    assert end.consumed == tuple(range(6))
-    assert not end.all_stopped_cleanly
-
-
-def test_auto_ending():
-    end = end_stream(2, 4)
-    assert end.ending == ("shutdown" if HAS_SHUTDOWN else "sentinels")
-    assert end.all_stopped_cleanly and end.consumed == tuple(range(4))
-
-
-@pytest.mark.skipif(not HAS_SHUTDOWN, reason="Queue.shutdown needs Python 3.13+")
-def test_shutdown_ending():
-    end = end_stream(3, 9, ending="shutdown")
-    assert set(end.stopped.values()) == {"shutdown"}
-
-
-@pytest.mark.skipif(HAS_SHUTDOWN, reason="only before Python 3.13")
-def test_shutdown_refused_before_313():
-    with pytest.raises(ValueError, match="3.13"):
-        end_stream(2, 2, ending="shutdown")
-
-
-@pytest.mark.parametrize("kwargs, error", [
-    ({"ending": "poison"}, ValueError),
-    ({"consumers": 0}, ValueError),
-    ({"sentinels": -1}, ValueError),
-    ({"idle_timeout": -1}, ValueError),
-    ({"items": "9"}, TypeError),
-])
-def test_end_stream_bad_input(kwargs, error):
-    with pytest.raises(error):
-        end_stream(**kwargs)
+def test_stream_end_all_stopped_cleanly():
+    assert StreamEnd("sentinels", {"consumer-0": "sentinel"}, (0, 1)).all_stopped_cleanly
+    assert not StreamEnd("sentinels", {"consumer-0": "timed out"}, ()).all_stopped_cleanly
 
 
 # --- drawing ------------------------------------------------------------------------------
 
+
 def test_plot_pipeline_and_figure():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run = run_pipeline(2, 1, 2, items=6, produce_delay=0.0, stage_delay=0.001, consume_delay=0.002)
+    run = _one_to_one(6, 2, 0.002)
     ax = plot_pipeline(run, title="t", legend=False)
-    assert len(ax.get_yticks()) == 5
+    assert len(ax.get_yticks()) == 2
     fig = pipeline_figure(run)
     assert len(fig.axes) == 2
     plt.close("all")
@@ -214,7 +177,30 @@ def test_plot_pipeline_and_figure():
         pipeline_figure("run")
 
 
+def test_pipeline_widget_calls_the_run_it_is_given():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    calls = []
+
+    def run_pipeline(producers, consumers, items):
+        calls.append((producers, consumers, items))
+        return _one_to_one(items, 2, 0.0)
+
+    box = pipeline_widget(run_pipeline, max_producers=3, max_consumers=2, items=4)
+    assert calls == [(2, 2, 4)]  # drawn once at the sliders' start values
+    assert [child.max for child in box.children[0].children] == [3, 2]
+    plt.close("all")
+    with pytest.raises(TypeError):
+        pipeline_widget("run_pipeline")
+    with pytest.raises(ValueError):
+        pipeline_widget(run_pipeline, max_producers=0)
+
+
 # --- processes --------------------------------------------------------------------------------
+
 
 def test_process_pipeline_every_item_exactly_once():
     run = run_process_pipeline(2, 2, 10, delay=0.0, timeout=60)
@@ -239,15 +225,18 @@ def test_process_workers_in_this_process():
         q.join_thread()
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: run_process_pipeline(0, 1, 1), ValueError),
-    (lambda: run_process_pipeline(1, 1, 1, ctx="fork"), TypeError),
-    (lambda: run_process_pipeline(1, 1, 1, delay=-1), ValueError),
-    (lambda: produce_items([], queue.Queue(), 0, 1), TypeError),
-    (lambda: produce_items(queue.Queue(), queue.Queue(), 0, -1), ValueError),
-    (lambda: consume_items(queue.SimpleQueue(), queue.Queue()), TypeError),
-    (lambda: consume_items(queue.Queue(), queue.Queue(), max_items=0), ValueError),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: run_process_pipeline(0, 1, 1), ValueError),
+        (lambda: run_process_pipeline(1, 1, 1, ctx="fork"), TypeError),
+        (lambda: run_process_pipeline(1, 1, 1, delay=-1), ValueError),
+        (lambda: produce_items([], queue.Queue(), 0, 1), TypeError),
+        (lambda: produce_items(queue.Queue(), queue.Queue(), 0, -1), ValueError),
+        (lambda: consume_items(queue.SimpleQueue(), queue.Queue()), TypeError),
+        (lambda: consume_items(queue.Queue(), queue.Queue(), max_items=0), ValueError),
+    ],
+)
 def test_process_bad_input(call, error):
     with pytest.raises(error):
         call()
