@@ -1,14 +1,12 @@
-"""Greenlets by hand: a switch recorder, a ping-pong exchange, and round-robin schedulers.
+"""Instruments for watching greenlets: a switch recorder, its plot, switch costs, a clean-up check.
 
-Used by chapters 09 (greenlet: switching by hand) and 10 (gevent).
+Used by chapter 09 (greenlet: switching by hand). The greenlets the chapter
+teaches with (ping-pong, the round-robin schedulers and their tasks) are written
+in the chapter's own cells; this module only watches and measures them.
 
 * :class:`SwitchRecorder` records every switch between greenlets (who, to whom,
   when, in what order) through :func:`greenlet.settrace`, and
   :func:`plot_switches` draws the recording as one lane per greenlet.
-* :func:`ping_pong` is a small, deterministic exchange to record.
-* :func:`round_robin_greenlets` and :func:`round_robin_generators` are the same
-  round-robin scheduler built two ways; :func:`greenlet_counter`,
-  :func:`generator_counter` and :func:`greedy_counter` are tasks for them.
 * ``time_*`` functions measure what a switch and a start cost, for greenlets
   and for threads.
 * :func:`unfinished_greenlets` lists greenlets that were started (or created)
@@ -16,14 +14,15 @@ Used by chapters 09 (greenlet: switching by hand) and 10 (gevent).
 
 Nothing here prints: results come back as return values.
 """
+
 from __future__ import annotations
 
 import gc
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import greenlet
 from greenlet import getcurrent
@@ -31,14 +30,17 @@ from greenlet import getcurrent
 from helpers.instruments.measure import Timer
 
 __all__ = [
-    "Switch", "SwitchRecorder", "plot_switches", "ping_pong", "PingPongRun",
-    "cooperate", "round_robin_greenlets", "round_robin_generators", "RoundRobinRun",
-    "greenlet_counter", "generator_counter", "greedy_counter", "record_step",
-    "time_greenlet_round_trip", "time_thread_round_trip", "time_greenlet_start",
-    "time_thread_start", "unfinished_greenlets",
+    "Switch",
+    "SwitchRecorder",
+    "plot_switches",
+    "time_greenlet_round_trip",
+    "time_thread_round_trip",
+    "time_greenlet_start",
+    "time_thread_start",
+    "unfinished_greenlets",
 ]
 
-#: Upper bound on scheduler slices and recorded switches, so no loop runs away.
+#: Upper bound on recorded switches and timed repetitions, so no loop runs away.
 MAX_STEPS = 100_000
 
 
@@ -74,8 +76,9 @@ class SwitchRecorder:
     function must never raise.
     """
 
-    def __init__(self, names: Mapping[str, greenlet.greenlet] | None = None, *,
-                 main_name: str = "main", max_events: int = 10_000) -> None:
+    def __init__(
+        self, names: Mapping[str, greenlet.greenlet] | None = None, *, main_name: str = "main", max_events: int = 10_000
+    ) -> None:
         if not isinstance(main_name, str) or not main_name:
             raise TypeError("main_name must be a non-empty str")
         self.max_events = _check_count("max_events", max_events, minimum=1)
@@ -111,10 +114,11 @@ class SwitchRecorder:
             self.overflowed = True
             return
         source, target = args
-        self.events.append(Switch(len(self.events) + 1, event, self.label(source),
-                                  self.label(target), time.perf_counter()))
+        self.events.append(
+            Switch(len(self.events) + 1, event, self.label(source), self.label(target), time.perf_counter())
+        )
 
-    def __enter__(self) -> "SwitchRecorder":
+    def __enter__(self) -> SwitchRecorder:
         if self._active:
             raise RuntimeError("this SwitchRecorder is already recording")
         current = getcurrent()
@@ -138,8 +142,7 @@ class SwitchRecorder:
         self._names.clear()
 
 
-def plot_switches(events: list[Switch], *, lanes: list[str] | None = None, ax=None,
-                  title: str = ""):
+def plot_switches(events: list[Switch], *, lanes: list[str] | None = None, ax=None, title: str = ""):
     """Draw a recording: one lane per greenlet, a bar while it runs, an arrow per switch.
 
     The x axis is the switch sequence number, so the picture is the same on
@@ -165,12 +168,23 @@ def plot_switches(events: list[Switch], *, lanes: list[str] | None = None, ax=No
     runs = [(events[0].source, 0)] + [(e.target, e.seq) for e in events]
     for i, (who, start) in enumerate(runs):
         end = runs[i + 1][1] if i + 1 < len(runs) else start + 0.6
-        ax.barh(lane[who], end - start, left=start, height=0.5,
-                color=colors[lane[who] % len(colors)], alpha=0.85, edgecolor="black", linewidth=0.4)
+        ax.barh(
+            lane[who],
+            end - start,
+            left=start,
+            height=0.5,
+            color=colors[lane[who] % len(colors)],
+            alpha=0.85,
+            edgecolor="black",
+            linewidth=0.4,
+        )
     for e in events:
-        ax.annotate("", xy=(e.seq, lane[e.target]), xytext=(e.seq, lane[e.source]),
-                    arrowprops=dict(arrowstyle="->", color="red" if e.event == "throw" else "black",
-                                    linewidth=0.9))
+        ax.annotate(
+            "",
+            xy=(e.seq, lane[e.target]),
+            xytext=(e.seq, lane[e.source]),
+            arrowprops=dict(arrowstyle="->", color="red" if e.event == "throw" else "black", linewidth=0.9),
+        )
     ax.set_yticks(range(len(order)), order)
     ax.invert_yaxis()
     ax.set_xlabel("switch number (a bar: that greenlet is running)")
@@ -179,163 +193,6 @@ def plot_switches(events: list[Switch], *, lanes: list[str] | None = None, ax=No
         ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     return ax
-
-
-# --------------------------------------------------------------------------- ping-pong
-
-
-@dataclass
-class PingPongRun:
-    """What :func:`ping_pong` did: the messages each side received, and its greenlets."""
-
-    received: list[tuple[str, str]]
-    result: str
-    greenlets: dict[str, greenlet.greenlet] = field(repr=False)
-
-
-def ping_pong(rounds: int, recorder: SwitchRecorder | None = None) -> PingPongRun:
-    """Two greenlets hand a message back and forth ``rounds`` times, then both finish.
-
-    ``ping`` starts ``pong`` (so ``pong``'s parent is ``ping``); ``switch(x)``
-    arrives as the return value of the other side's ``switch``. When ``ping``
-    sends ``None``, ``pong`` returns, and its return value goes to its parent,
-    ``ping``, which returns to the caller. Pass a recorder to name the greenlets.
-    """
-    _check_count("rounds", rounds, minimum=1, maximum=10_000)
-    received: list[tuple[str, str]] = []
-    greenlets: dict[str, greenlet.greenlet] = {}
-
-    def pong(message: str | None) -> str:
-        for _ in range(rounds + 1):  # bounded: ping sends rounds messages, then None
-            if message is None:
-                return "pong done"
-            received.append(("pong", message))
-            message = greenlets["ping"].switch(message.replace("ping", "pong"))
-        raise RuntimeError("pong received more messages than expected")
-
-    def ping() -> str:
-        greenlets["pong"] = pong_glet = greenlet.greenlet(pong)  # created here: parent is ping
-        if recorder is not None:
-            recorder.name(pong_glet, "pong")
-        for i in range(rounds):
-            reply = pong_glet.switch(f"ping {i}")
-            received.append(("ping", reply))
-        return f"ping done, {pong_glet.switch(None)}"
-
-    greenlets["ping"] = greenlet.greenlet(ping)
-    if recorder is not None:
-        recorder.name(greenlets["ping"], "ping")
-    result = greenlets["ping"].switch()
-    return PingPongRun(received, result, greenlets)
-
-
-# --------------------------------------------------------------------------- schedulers
-
-
-@dataclass
-class RoundRobinRun:
-    """What a round-robin scheduler did: who ran each slice, and each task's return value."""
-
-    order: list[str]
-    results: dict[str, Any]
-
-
-def cooperate() -> Any:
-    """Pause the current greenlet: hand control back to its parent (the scheduler)."""
-    parent = getcurrent().parent
-    if parent is None:
-        raise RuntimeError("cooperate() was called outside a greenlet started by a scheduler")
-    return parent.switch()
-
-
-def _check_tasks(tasks: Any) -> dict[str, Callable[[], Any]]:
-    if not isinstance(tasks, Mapping):
-        raise TypeError(f"tasks must be a mapping of name -> callable, got {type(tasks).__name__}")
-    for name, task in tasks.items():
-        if not isinstance(name, str):
-            raise TypeError(f"task names must be str, got {type(name).__name__}")
-        if not callable(task):
-            raise TypeError(f"task {name!r} is not callable")
-    return dict(tasks)
-
-
-def round_robin_greenlets(tasks: Mapping[str, Callable[[], Any]], max_slices: int = 10_000,
-                          recorder: SwitchRecorder | None = None) -> RoundRobinRun:
-    """Run each task in its own greenlet, one slice each in turn, until all return.
-
-    A task gives up its slice by calling :func:`cooperate`. A recorder, if
-    given, learns each greenlet's task name.
-    """
-    tasks, max_slices = _check_tasks(tasks), _check_count("max_slices", max_slices, minimum=1)
-    ready = deque((name, greenlet.greenlet(task)) for name, task in tasks.items())
-    if recorder is not None:
-        for name, glet in ready:
-            recorder.name(glet, name)
-    order, results = [], {}
-    while ready and len(order) < max_slices:
-        name, glet = ready.popleft()
-        order.append(name)
-        value = glet.switch()          # run until it cooperates or returns
-        if glet.dead:
-            results[name] = value      # returned: its value came back to us
-        else:
-            ready.append((name, glet))  # paused: back of the queue
-    for _, glet in ready:               # out of slices: end the rest cleanly
-        glet.throw()
-    return RoundRobinRun(order, results)
-
-
-def round_robin_generators(tasks: Mapping[str, Callable[[], Generator[Any, Any, Any]]],
-                           max_slices: int = 10_000) -> RoundRobinRun:
-    """The same scheduler with generators: a task gives up its slice with ``yield``."""
-    tasks, max_slices = _check_tasks(tasks), _check_count("max_slices", max_slices, minimum=1)
-    ready = deque((name, task()) for name, task in tasks.items())
-    order, results = [], {}
-    while ready and len(order) < max_slices:
-        name, gen = ready.popleft()
-        order.append(name)
-        try:
-            next(gen)                  # run until it yields or returns
-        except StopIteration as stop:
-            results[name] = stop.value  # returned: its value rides on StopIteration
-        else:
-            ready.append((name, gen))  # paused: back of the queue
-    for _, gen in ready:
-        gen.close()
-    return RoundRobinRun(order, results)
-
-
-def record_step(log: list, name: str, step: int) -> None:
-    """Log one step of a task, then pause: the switch happens inside a nested call."""
-    log.append(f"{name}{step}")
-    cooperate()  # pausing from inside a nested call: fine for a greenlet
-
-
-def greenlet_counter(name: str, steps: int, log: list) -> str:
-    """Task for :func:`round_robin_greenlets`: log ``steps`` steps, pausing after each."""
-    _check_count("steps", steps)
-    for step in range(steps):
-        record_step(log, name, step)
-    return f"{name} counted {steps}"
-
-
-def generator_counter(name: str, steps: int, log: list) -> Generator[None, None, str]:
-    """Task for :func:`round_robin_generators`: the same steps, pausing with ``yield``."""
-    _check_count("steps", steps)
-    for step in range(steps):
-        log.append(f"{name}{step}")
-        yield
-    return f"{name} counted {steps}"
-
-
-def greedy_counter(name: str, steps: int, log: list, work: int = 20_000) -> str:
-    """A task that never cooperates: ``steps`` steps of busy work, no switch in between."""
-    _check_count("steps", steps)
-    _check_count("work", work, maximum=10_000_000)
-    for step in range(steps):
-        sum(range(work))  # CPU work that never gives control away
-        log.append(f"{name}{step}")
-    return f"{name} counted {steps}"
 
 
 # --------------------------------------------------------------------------- costs
@@ -427,10 +284,15 @@ def unfinished_greenlets() -> list[greenlet.greenlet]:
     gc.collect()
     hub_type = _gevent_hub_type()
     here = _root(greenlet.getcurrent())
-    return [g for g in gc.get_objects()
-            if isinstance(g, greenlet.greenlet) and not g.dead and g.parent is not None
-            and _root(g) is here
-            and not (hub_type is not None and isinstance(g, hub_type))]
+    return [
+        g
+        for g in gc.get_objects()
+        if isinstance(g, greenlet.greenlet)
+        and not g.dead
+        and g.parent is not None
+        and _root(g) is here
+        and not (hub_type is not None and isinstance(g, hub_type))
+    ]
 
 
 def _root(g: greenlet.greenlet) -> greenlet.greenlet:

@@ -6,13 +6,13 @@ It prints one JSON object: the tasks finished, the wall time of the sleeps alone
 A script has no running event loop, so it starts one with ``asyncio.run``.
 ``helpers/scripts/asyncio_vs_gevent_sleeps.py`` runs the same workload with gevent.
 """
+
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
 import platform
-import sys
 import time
 
 from helpers.instruments.measure import peak_memory_kib
@@ -38,14 +38,23 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     return args
 
 
-def report(model: str, args: argparse.Namespace, completed: int, wall: float,
-           rss_before: float, **extra: object) -> str:
+def report(
+    model: str, args: argparse.Namespace, completed: int, wall: float, rss_before: float, **extra: object
+) -> str:
     """The one JSON line both scripts print."""
-    return json.dumps({
-        "model": model, "tasks": args.tasks, "seconds": args.seconds, "completed": completed,
-        "wall_s": round(wall, 4), "rss_before_mib": round(rss_before, 2),
-        "peak_rss_mib": round(peak_rss_mib(), 2), "python": platform.python_version(), **extra,
-    })
+    return json.dumps(
+        {
+            "model": model,
+            "tasks": args.tasks,
+            "seconds": args.seconds,
+            "completed": completed,
+            "wall_s": round(wall, 4),
+            "rss_before_mib": round(rss_before, 2),
+            "peak_rss_mib": round(peak_rss_mib(), 2),
+            "python": platform.python_version(),
+            **extra,
+        }
+    )
 
 
 async def sleep_all(tasks: int, seconds: float) -> int:

@@ -8,6 +8,7 @@ without blocking the others. It prints the same JSON object.
 Monkey-patching changes the whole process, which is why it lives in a script of its own
 and never runs inside the notebook's kernel.
 """
+
 from gevent import monkey
 
 monkey.patch_all()  # first, before anything else imports socket, time or threading

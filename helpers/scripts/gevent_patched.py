@@ -12,6 +12,7 @@ Prints one JSON line: which functions are gevent's now, and how long plain
 ``time.sleep`` calls, plain ``threading.Thread`` objects and a plain-``socket``
 echo exchange took when run side by side in greenlets.
 """
+
 import sys
 
 PATCH = "--no-patch" not in sys.argv[1:]
@@ -79,7 +80,7 @@ def plain_socket_echo(clients: int) -> int:
 
     acceptor = gevent.spawn(accept_loop)
     results = [gevent.spawn(client, i) for i in range(clients)]
-    gevent.joinall(results + [acceptor], timeout=30)
+    gevent.joinall([*results, acceptor], timeout=30)
     gevent.joinall(acceptor.value or [], timeout=30)
     listener.close()
     return sum(1 for g in results if g.successful() and g.value)
