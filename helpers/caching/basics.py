@@ -1,9 +1,10 @@
 """Caching building blocks: a slow source, a TTL cache, cache-aside, and a latency ladder.
 
-Used by chapter 12 (stop doing slow work twice: caching); the memcached and Redis
-chapters reuse :class:`SlowSource`, :class:`CacheAside` and the latency helpers.
+Used by chapter 12 (stop doing slow work twice: caching); chapter 14 (Redis) reuses
+:class:`SlowSource` behind its cache-aside and cache-stampede examples.
 
-* :class:`SlowSource` is the "database": every read sleeps, and is counted.
+* :class:`SlowSource` is the "database": every read sleeps, and is counted (safely, when
+  many threads read at once).
 * :class:`TTLCache` is a small in-process cache whose entries expire after a
   time-to-live, with an injectable clock (:class:`ManualClock`) so tests need no sleeps.
 * :class:`CacheAside` wraps any ``get``/``set``/``delete`` backend (a ``TTLCache``,
@@ -11,12 +12,17 @@ chapters reuse :class:`SlowSource`, :class:`CacheAside` and the latency helpers.
 * :func:`median_latency`, :func:`format_duration`, :func:`ladder_table` and
   :func:`plot_latency_ladder` measure and show how long one operation takes.
 """
+
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from helpers.instruments.workloads import _check_int
 
 __all__ = [
     "SlowSource",
@@ -42,14 +48,6 @@ def _check_seconds(name: str, value: float, upper: float, *, allow_zero: bool = 
     return float(value)
 
 
-def _check_int(name: str, value: int, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
-    return value
-
-
 def _check_callable(name: str, value: Any, *, optional: bool = False) -> None:
     if value is None and optional:
         return
@@ -62,7 +60,8 @@ class SlowSource:
 
     ``source(key)`` returns the stored value (or ``"value-of-<key>"`` for a key never
     written); ``source.write(key, value)`` changes the data, as an update to a
-    database would. ``calls`` counts reads, ``writes`` counts writes.
+    database would. ``calls`` counts reads, ``writes`` counts writes. The counts are
+    exact when many threads read at once (chapter 14's twenty readers do).
     """
 
     def __init__(self, delay: float = 0.05, data: dict | None = None) -> None:
@@ -72,12 +71,14 @@ class SlowSource:
         self.data: dict = dict(data or {})
         self.calls = 0
         self.writes = 0
+        self._guard = threading.Lock()  # `self.calls += 1` alone can lose a count between threads
 
     def __call__(self, key: Hashable) -> Any:
         if not isinstance(key, Hashable):
             raise TypeError(f"key must be hashable, got {type(key).__name__}")
         time.sleep(self.delay)  # the slow work: a query, a remote call, a big computation
-        self.calls += 1
+        with self._guard:
+            self.calls += 1
         return self.data.get(key, f"value-of-{key}")
 
     def write(self, key: Hashable, value: Any) -> None:
@@ -190,8 +191,10 @@ class TTLCache:
         return len(self._entries)
 
     def __repr__(self) -> str:
-        return (f"TTLCache(ttl={self.ttl}, maxsize={self.maxsize}, entries={len(self)}, "
-                f"hits={self.hits}, misses={self.misses})")
+        return (
+            f"TTLCache(ttl={self.ttl}, maxsize={self.maxsize}, entries={len(self)}, "
+            f"hits={self.hits}, misses={self.misses})"
+        )
 
 
 class CacheAside:
@@ -278,7 +281,7 @@ def format_duration(seconds: float) -> str:
         raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
     if not 0 <= seconds < 1e6:
         raise ValueError(f"seconds must be in [0, 1e6), got {seconds!r}")
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):  # noqa: B007 (unit is read after break)
         if seconds >= scale:
             value = seconds / scale
             break
@@ -330,8 +333,9 @@ def plot_latency_ladder(latencies: dict[str, float], ax=None, title: str = "The 
     ax.set_xscale("log")
     ax.invert_yaxis()
     for y, seconds in enumerate(values):
-        ax.annotate(format_duration(seconds), (seconds, y), xytext=(4, 0),
-                    textcoords="offset points", va="center", fontsize=8)
+        ax.annotate(
+            format_duration(seconds), (seconds, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8
+        )
     ax.set_xlim(min(values) / 3, max(values) * 30)
     ax.set_xlabel("seconds per operation (median, log scale)")
     ax.set_title(title)

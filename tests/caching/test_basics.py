@@ -1,18 +1,26 @@
 """helpers.caching.basics: slow source, TTL cache with a manual clock, cache-aside, latency helpers."""
+
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
 
-from helpers.caching.basics import (  # noqa: E402
-    CacheAside, ManualClock, SlowSource, TTLCache, format_duration, ladder_table,
-    median_latency, plot_latency_ladder,
+from helpers.caching.basics import (
+    CacheAside,
+    ManualClock,
+    SlowSource,
+    TTLCache,
+    format_duration,
+    ladder_table,
+    median_latency,
+    plot_latency_ladder,
 )
 
 SANITIZED_DURATION = re.compile(r"[-+]?\b\d+(\.\d+)?(e-?\d+)? ?(s|ms|µs|us|ns|sec|seconds)\b")
@@ -31,10 +39,16 @@ def test_slow_source_sleeps_counts_and_writes():
     assert (source.calls, source.writes) == (0, 0)
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"delay": -1}, ValueError), ({"delay": 11}, ValueError), ({"delay": "1"}, TypeError),
-    ({"delay": True}, TypeError), ({"data": [1]}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"delay": -1}, ValueError),
+        ({"delay": 11}, ValueError),
+        ({"delay": "1"}, TypeError),
+        ({"delay": True}, TypeError),
+        ({"data": [1]}, TypeError),
+    ],
+)
 def test_slow_source_rejects_bad_arguments(kwargs, error):
     with pytest.raises(error):
         SlowSource(**kwargs)
@@ -46,6 +60,25 @@ def test_slow_source_rejects_unhashable_keys():
         source(["a"])
     with pytest.raises(TypeError):
         source.write(["a"], 1)
+
+
+def test_slow_source_counts_every_read_from_many_threads():
+    # The count is guarded by a lock: exact on every build, free-threaded ones included.
+    source = SlowSource(delay=0)
+    start = threading.Barrier(8, timeout=10)
+
+    def read_many():
+        start.wait()
+        for _ in range(2_000):
+            source("k")
+
+    threads = [threading.Thread(target=read_many) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert source.calls == 8 * 2_000
 
 
 def test_manual_clock():
@@ -102,11 +135,17 @@ def test_ttl_cache_maxsize_evicts_least_recently_used():
     assert cache.evictions == 1 and len(cache) == 2
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"ttl": 0}, ValueError), ({"ttl": -1}, ValueError), ({"ttl": "1"}, TypeError),
-    ({"ttl": 1, "maxsize": 0}, ValueError), ({"ttl": 1, "maxsize": 1.5}, TypeError),
-    ({"ttl": 1, "clock": 5}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"ttl": 0}, ValueError),
+        ({"ttl": -1}, ValueError),
+        ({"ttl": "1"}, TypeError),
+        ({"ttl": 1, "maxsize": 0}, ValueError),
+        ({"ttl": 1, "maxsize": 1.5}, TypeError),
+        ({"ttl": 1, "clock": 5}, TypeError),
+    ],
+)
 def test_ttl_cache_rejects_bad_arguments(kwargs, error):
     with pytest.raises(error):
         TTLCache(**kwargs)
@@ -123,8 +162,7 @@ def test_ttl_cache_rejects_bad_set():
 def test_cache_aside_loads_once_and_deletes_on_write():
     source = SlowSource(delay=0)
     store: dict = {}
-    aside = CacheAside(source, store.get, store.__setitem__, lambda k: store.pop(k, None),
-                       save=source.write)
+    aside = CacheAside(source, store.get, store.__setitem__, lambda k: store.pop(k, None), save=source.write)
     assert [aside.read("k") for _ in range(3)] == ["value-of-k"] * 3
     assert source.calls == 1 and (aside.hits, aside.misses) == (2, 1)
     aside.write("k", "new")
@@ -144,8 +182,7 @@ def test_cache_aside_without_invalidation_reads_stale_values():
 
 def test_cache_aside_encode_decode():
     store: dict = {}
-    aside = CacheAside(lambda k: f"v{k}", store.get, store.__setitem__,
-                       encode=str.encode, decode=bytes.decode)
+    aside = CacheAside(lambda k: f"v{k}", store.get, store.__setitem__, encode=str.encode, decode=bytes.decode)
     assert aside.read(1) == "v1" and store[1] == b"v1" and aside.read(1) == "v1"
 
 
@@ -170,20 +207,33 @@ def test_median_latency_of_a_sleep():
     assert median_latency(lambda: None, number=1000, repeat=3) < 1e-3
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"operation": 1}, TypeError), ({"operation": print, "number": 0}, ValueError),
-    ({"operation": print, "repeat": 0}, ValueError), ({"operation": print, "number": 1.0}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"operation": 1}, TypeError),
+        ({"operation": print, "number": 0}, ValueError),
+        ({"operation": print, "repeat": 0}, ValueError),
+        ({"operation": print, "number": 1.0}, TypeError),
+    ],
+)
 def test_median_latency_rejects_bad_arguments(kwargs, error):
     operation = kwargs.pop("operation")
     with pytest.raises(error):
         median_latency(operation, **kwargs)
 
 
-@pytest.mark.parametrize("seconds, text", [
-    (0, "0 ns"), (8.5e-8, "85 ns"), (3.14e-6, "3.14 µs"), (5.2e-2, "52.0 ms"),
-    (0.25, "250 ms"), (1.2, "1.20 s"), (150, "150 s"),
-])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0, "0 ns"),
+        (8.5e-8, "85 ns"),
+        (3.14e-6, "3.14 µs"),
+        (5.2e-2, "52.0 ms"),
+        (0.25, "250 ms"),
+        (1.2, "1.20 s"),
+        (150, "150 s"),
+    ],
+)
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
     assert SANITIZED_DURATION.fullmatch(text)
@@ -198,14 +248,24 @@ def test_format_duration_rejects_bad_input(value, error):
 def test_ladder_table_sanitizes_to_the_same_text():
     one = ladder_table({"dict hit": 5e-8, "slow source": 0.05})
     other = ladder_table({"dict hit": 9.1e-8, "slow source": 0.0512})
-    hide = lambda text: re.sub(r"\b\d+(\.\d+)?×", "<ratio>×", SANITIZED_DURATION.sub("<time>", text))
+
+    def hide(text):
+        return re.sub(r"\b\d+(\.\d+)?×", "<ratio>×", SANITIZED_DURATION.sub("<time>", text))
+
     assert hide(one) == hide(other)
     assert "1.0×" in one and "1000000×" in one
 
 
-@pytest.mark.parametrize("latencies, error", [
-    ({}, TypeError), ([1], TypeError), ({"a": 0}, ValueError), ({"a": "1"}, ValueError), ({1: 1.0}, TypeError),
-])
+@pytest.mark.parametrize(
+    "latencies, error",
+    [
+        ({}, TypeError),
+        ([1], TypeError),
+        ({"a": 0}, ValueError),
+        ({"a": "1"}, ValueError),
+        ({1: 1.0}, TypeError),
+    ],
+)
 def test_ladder_helpers_reject_bad_input(latencies, error):
     with pytest.raises(error):
         ladder_table(latencies)

@@ -1,4 +1,5 @@
 """helpers.caching.memcached: chapter 13's clients, workers and measurements, on real memcached."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -8,8 +9,8 @@ import pytest
 from pymemcache.serde import pickle_serde
 
 from helpers.caching import memcached as md
+from helpers.instruments.services import start_memcached
 from helpers.processes.basics import collect, join_all
-from helpers.instruments.services import start_memcached, start_memcached_cluster
 
 METHODS = [m for m in ("fork", "spawn") if m in mp.get_all_start_methods()]
 
@@ -34,10 +35,19 @@ def test_server_address_forms(server):
     assert md.server_address(("localhost", 1)) == ("localhost", 1)
 
 
-@pytest.mark.parametrize("bad, error", [
-    ("nohost", ValueError), (":11", ValueError), ("h:port", ValueError), (("h", 0), ValueError),
-    (("", 5), ValueError), (11211, TypeError), (("h", "5"), TypeError), (("h", 1, 2), TypeError),
-])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        ("nohost", ValueError),
+        (":11", ValueError),
+        ("h:port", ValueError),
+        (("h", 0), ValueError),
+        (("", 5), ValueError),
+        (11211, TypeError),
+        (("h", "5"), TypeError),
+        (("h", 1, 2), TypeError),
+    ],
+)
 def test_server_address_rejects(bad, error):
     with pytest.raises(error):
         md.server_address(bad)
@@ -62,22 +72,13 @@ def test_client_reports_real_answers(client):
     assert client.get("a") == b"1"
 
 
-def test_json_serde_round_trip_and_refuses_pickles(server):
-    writer = md.make_client(server, serde=pickle_serde)
-    reader = md.make_client(server, serde=md.json_serde)
+def test_make_client_passes_the_serde(server):
+    pickling = md.make_client(server, serde=pickle_serde)
     try:
-        reader.set("doc", {"a": [1, 2], "b": None})
-        reader.set("raw", b"\x00\x01")
-        assert reader.get("doc") == {"a": [1, 2], "b": None}
-        assert reader.get("raw") == b"\x00\x01"
-        writer.set("pickled", {1, 2})
-        with pytest.raises(ValueError, match="refusing"):
-            reader.get("pickled")
-        with pytest.raises(TypeError):
-            reader.set("set", {1, 2})
+        pickling.set("doc", {"a": (1, 2)})
+        assert pickling.get("doc") == {"a": (1, 2)}
     finally:
-        writer.close()
-        reader.close()
+        pickling.close()
 
 
 def test_make_keys():
@@ -127,8 +128,10 @@ def test_cas_increment_gives_up_after_max_retries():
 def test_increment_workers_lose_nothing_with_cas(server, client, method):
     ctx = mp.get_context(method)
     out, start = ctx.Queue(), ctx.Barrier(4)
-    workers = [ctx.Process(target=md.increment_worker, args=(server.address, "shared", 200, "cas", out, start))
-               for _ in range(3)]
+    workers = [
+        ctx.Process(target=md.increment_worker, args=(server.address, "shared", 200, "cas", out, start))
+        for _ in range(3)
+    ]
     for p in workers:
         p.start()
     start.wait(30)
@@ -148,52 +151,6 @@ def test_increment_worker_reports_errors_instead_of_raising():
         md.increment_worker("127.0.0.1:1", "k", 5, "sometimes", out)
     with pytest.raises(ValueError):
         md.increment_worker("127.0.0.1:1", "k", -1, "cas", out)
-
-
-def test_spread_of_keys_and_a_dead_server():
-    servers = start_memcached_cluster(3, use_env=False)
-    try:
-        hc = md.make_hash_client(servers, timeout=0.5)
-        keys = md.make_keys("user", 300)
-        counts = md.spread_of_keys(hc, keys, servers)
-        assert sum(counts) == 300 and all(c > 0 for c in counts)
-        hc.set_many({k: b"v" for k in keys})
-        servers[0].close()
-        values = [hc.get(k) for k in keys]  # ignore_exc: misses, never exceptions
-        assert sum(v is not None for v in values) == counts[1] + counts[2]
-        assert md.spread_of_keys(hc, keys, servers)[0] == 0  # marked dead: keys rehashed
-        hc.close()
-        with pytest.raises(TypeError):
-            md.spread_of_keys(object(), keys, servers)
-        with pytest.raises(ValueError):
-            md.make_hash_client([])
-        with pytest.raises(ValueError):
-            md.make_hash_client([servers[1], servers[1]])
-        with pytest.raises(TypeError):
-            md.make_hash_client(servers, ignore_exc="yes")
-        with pytest.raises(ValueError):
-            md.make_hash_client(servers, retry_attempts=-1)
-    finally:
-        for s in servers:
-            s.close()
-
-
-def test_stats_numbers():
-    # A fresh server: flush_all invalidates items but does not lower curr_items at once.
-    with start_memcached(use_env=False) as fresh:
-        client = md.make_client(fresh)
-        try:
-            client.set("x", b"1")
-            client.get("x")
-            client.get("nope")
-            numbers = md.stats_numbers(client)
-            assert numbers == {"curr_items": 1, "get_hits": 1, "get_misses": 1, "evictions": 0}
-            with pytest.raises(KeyError):
-                md.stats_numbers(client, ["no_such_stat"])
-            with pytest.raises(TypeError):
-                md.stats_numbers(client, "curr_items")
-        finally:
-            client.close()
 
 
 def test_timing_helpers(client):
