@@ -18,7 +18,11 @@ is also reported on its own), ``gevent`` (one greenlet per task, in a monkey-pat
   seconds (a sleep standing in for an idle connection), within a budget of
   :data:`IDLE_BUDGET` seconds: how many clients does each model get through?
 
-:func:`run_in_this_process` runs one pair and returns its measurements; it is what
+:func:`workload_tasks` gives a workload's task function (and its coroutine twin, for
+asyncio) and argument tuples; :func:`run_sequential`, :func:`run_threads`,
+:func:`run_processes`, :func:`run_gevent` and :func:`run_asyncio` are the five models,
+each running those tasks its own way. Chapter 15 shows their source, and the tasks', before
+it runs them. :func:`run_in_this_process` runs one pair and returns its measurements; it is what
 ``python -m helpers.scripts.compare_models MODEL WORKLOAD`` calls in a fresh
 interpreter (which patches with gevent first, for the gevent model). In the parent,
 :func:`run_pair` starts that script and reads its JSON line, :func:`run_grid` runs
@@ -28,6 +32,7 @@ this machine, and :func:`format_results_table` (with :func:`markdown_table_to_ht
 
 Workers return values; nothing here prints.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,21 +42,56 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from helpers.instruments.measure import peak_memory_kib
-from helpers.instruments.workloads import count_primes_in_range
+from helpers.instruments.workloads import _check_int, count_primes_in_range
 
 __all__ = [
-    "MODELS", "WORKLOADS", "WORKERS", "CPU_LIMIT", "CPU_CHUNKS", "IO_REQUESTS", "IO_DELAY",
-    "MIXED_TASKS", "MIXED_LIMIT", "IDLE_CLIENTS", "IDLE_HOLD", "IDLE_BUDGET",
-    "peak_memory_kib", "primes_below", "prime_chunks", "fetch_item", "async_fetch_item",
-    "fetch_then_count", "async_fetch_then_count", "serve_idle", "async_serve_idle",
-    "run_in_this_process", "PairResult", "run_pair", "run_grid", "physical_limits",
-    "format_results_table", "markdown_table_to_html", "plot_grid",
+    "MODELS",
+    "WORKLOADS",
+    "WORKERS",
+    "CPU_LIMIT",
+    "CPU_CHUNKS",
+    "IO_REQUESTS",
+    "IO_DELAY",
+    "MIXED_TASKS",
+    "MIXED_LIMIT",
+    "IDLE_CLIENTS",
+    "IDLE_HOLD",
+    "IDLE_BUDGET",
+    "peak_memory_kib",
+    "primes_below",
+    "prime_chunks",
+    "fetch_item",
+    "async_fetch_item",
+    "fetch_then_count",
+    "async_fetch_then_count",
+    "serve_idle",
+    "async_serve_idle",
+    "async_count_primes",
+    "workload_tasks",
+    "expected_results",
+    "run_sequential",
+    "warm_up",
+    "ready",
+    "run_threads",
+    "in_worker",
+    "run_processes",
+    "run_gevent",
+    "run_asyncio",
+    "run_in_this_process",
+    "PairResult",
+    "run_pair",
+    "run_grid",
+    "physical_limits",
+    "format_results_table",
+    "markdown_table_to_html",
+    "plot_grid",
 ]
 
 MODELS = ("sequential", "threads", "processes", "gevent", "asyncio")
@@ -81,20 +121,13 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
-def _check_int(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
-    return value
-
-
 def _check_seconds(name: str, value: Any, high: float = _MAX_TIMEOUT, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     if math.isnan(value) or not 0 <= value <= high or (positive and value == 0):
-        raise ValueError(f"{name} must be {'more than' if positive else 'at least'} 0 and at most "
-                         f"{high} seconds, got {value}")
+        raise ValueError(
+            f"{name} must be {'more than' if positive else 'at least'} 0 and at most {high} seconds, got {value}"
+        )
     return float(value)
 
 
@@ -107,8 +140,6 @@ def _check_url(url: Any) -> str:
 
 
 # --------------------------------------------------------------------------- measuring
-
-
 
 
 def _cpu_seconds() -> float:
@@ -135,7 +166,7 @@ def primes_below(limit: int) -> int:
     sieve[0] = sieve[1] = 0
     for n in range(2, math.isqrt(limit - 1) + 1):
         if sieve[n]:
-            sieve[n * n::n] = bytes(len(range(n * n, limit, n)))
+            sieve[n * n :: n] = bytes(len(range(n * n, limit, n)))
     return sum(sieve)
 
 
@@ -195,8 +226,7 @@ def fetch_then_count(url: str, start: int, stop: int, timeout: float = _REQUEST_
     return body, count_primes_in_range(start, stop)
 
 
-async def async_fetch_then_count(url: str, start: int, stop: int,
-                                 timeout: float = _REQUEST_TIMEOUT) -> tuple[str, int]:
+async def async_fetch_then_count(url: str, start: int, stop: int, timeout: float = _REQUEST_TIMEOUT) -> tuple[str, int]:
     """:func:`fetch_then_count` as a coroutine: the GET awaits, the counting blocks the loop."""
     body = await async_fetch_item(url, timeout)
     return body, count_primes_in_range(start, stop)
@@ -236,17 +266,17 @@ async def async_serve_idle(clients: int, hold: float, deadline: float) -> int:
     return served
 
 
-_TASK_FUNCTIONS = {"prime_chunk": count_primes_in_range, "fetch_item": fetch_item,
-                   "fetch_then_count": fetch_then_count, "serve_idle": serve_idle}
+async def async_count_primes(start: int, stop: int) -> int:
+    """The CPU task as a coroutine: with no ``await`` inside, it holds the event loop until it returns."""
+    return count_primes_in_range(start, stop)
 
 
-def _in_worker(function_name: str, args: tuple) -> tuple[Any, int, int]:
+def in_worker(function: Callable[..., Any], args: tuple) -> tuple[Any, int, int]:
     """Run one task in a pool process; return (value, pid, this process's peak memory in KiB)."""
-    value = _TASK_FUNCTIONS[function_name](*args)
-    return value, os.getpid(), peak_memory_kib()
+    return function(*args), os.getpid(), peak_memory_kib()
 
 
-def _ready(pause: float) -> int:
+def ready(pause: float) -> int:
     """The warm-up task: wait ``pause`` seconds (so each worker gets one), return the worker's pid."""
     time.sleep(_check_seconds("pause", pause, 1.0))
     return os.getpid()
@@ -255,24 +285,38 @@ def _ready(pause: float) -> int:
 # --------------------------------------------------------------------------- one pair, here
 
 
-def _tasks(workload: str, url: str | None, deadline: float, shares: int) -> tuple[str, list[tuple]]:
-    """The task function's name and the argument tuples of ``workload``."""
+def workload_tasks(
+    workload: str, url: str | None, deadline: float, shares: int
+) -> tuple[Callable[..., Any], Callable[..., Any], list[tuple]]:
+    """The tasks of ``workload``: its function, the same as a coroutine function, and the argument tuples.
+
+    Every model runs the function on the same argument tuples (asyncio: the coroutine
+    function). The idle workload splits its clients into ``shares`` tasks: one per worker
+    that can wait at once (1 for sequential, :data:`WORKERS` for a pool, one per client for
+    gevent and asyncio), each serving its clients one after another until ``deadline``.
+    """
+    workload = _check_choice("workload", workload, WORKLOADS)
+    shares = _check_int("shares", shares, 1, IDLE_CLIENTS)
     if workload == "cpu":
-        return "prime_chunk", prime_chunks(CPU_LIMIT, CPU_CHUNKS)
+        return count_primes_in_range, async_count_primes, prime_chunks(CPU_LIMIT, CPU_CHUNKS)
     if workload == "idle":
         base, extra = divmod(IDLE_CLIENTS, shares)
-        return "serve_idle", [(base + (i < extra), IDLE_HOLD, deadline) for i in range(shares)]
+        return serve_idle, async_serve_idle, [(base + (i < extra), IDLE_HOLD, deadline) for i in range(shares)]
     if url is None:
         raise ValueError(f"the {workload!r} workload needs the url of a DelayServer")
     url = _check_url(url)
     if workload == "io":
-        return "fetch_item", [(f"{url}/item/{i}?delay={IO_DELAY:g}",) for i in range(IO_REQUESTS)]
+        return fetch_item, async_fetch_item, [(f"{url}/item/{i}?delay={IO_DELAY:g}",) for i in range(IO_REQUESTS)]
     chunks = prime_chunks(MIXED_LIMIT, MIXED_TASKS)
-    return "fetch_then_count", [(f"{url}/item/{i}?delay={IO_DELAY:g}", start, stop)
-                                for i, (start, stop) in enumerate(chunks)]
+    return (
+        fetch_then_count,
+        async_fetch_then_count,
+        [(f"{url}/item/{i}?delay={IO_DELAY:g}", start, stop) for i, (start, stop) in enumerate(chunks)],
+    )
 
 
-def _expected(workload: str, url: str | None) -> Any:
+def expected_results(workload: str, url: str | None) -> Any:
+    """What a correct run of ``workload`` returns (computed independently: primes by a sieve); None for idle."""
     if workload == "cpu":
         return primes_below(CPU_LIMIT)
     if workload == "io":
@@ -282,34 +326,40 @@ def _expected(workload: str, url: str | None) -> Any:
     return None
 
 
-def _run_sequential(name: str, tasks: list[tuple]) -> list:
-    return [_TASK_FUNCTIONS[name](*args) for args in tasks]
+def run_sequential(function: Callable[..., Any], tasks: list[tuple]) -> list:
+    """The sequential model: one plain loop."""
+    return [function(*args) for args in tasks]
 
 
-def _warm_up(pool, timeout: float) -> float:
+def warm_up(pool: Executor, timeout: float) -> float:
     """Start every worker of ``pool`` (one short task each); return how long that took."""
     start = time.perf_counter()
-    for future in [pool.submit(_ready, 0.01) for _ in range(WORKERS)]:
+    for future in [pool.submit(ready, 0.01) for _ in range(WORKERS)]:
         future.result(timeout=timeout)
     return time.perf_counter() - start
 
 
-def _run_threads(name: str, tasks: list[tuple], timeout: float) -> tuple[list, float]:
-    function = _TASK_FUNCTIONS[name]
+def run_threads(function: Callable[..., Any], tasks: list[tuple], timeout: float) -> tuple[list, float]:
+    """The threads model: a pool of :data:`WORKERS` threads; returns the values and the pool's start-up time."""
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="compare") as pool:
-        startup = _warm_up(pool, timeout)
+        startup = warm_up(pool, timeout)
         futures = [pool.submit(function, *args) for args in tasks]
         return [f.result(timeout=timeout) for f in futures], startup
 
 
-def _run_processes(name: str, tasks: list[tuple], timeout: float,
-                   start_method: str) -> tuple[list, int, float]:
+def run_processes(
+    function: Callable[..., Any], tasks: list[tuple], timeout: float, start_method: str
+) -> tuple[list, int, float]:
+    """The processes model: a pool of :data:`WORKERS` processes.
+
+    Returns the values, the sum of the pool processes' peak memory (KiB), and the pool's start-up time.
+    """
     import multiprocessing
 
     context = multiprocessing.get_context(start_method)
     with ProcessPoolExecutor(max_workers=WORKERS, mp_context=context) as pool:
-        startup = _warm_up(pool, timeout)
-        futures = [pool.submit(_in_worker, name, args) for args in tasks]
+        startup = warm_up(pool, timeout)
+        futures = [pool.submit(in_worker, function, args) for args in tasks]
         answers = [f.result(timeout=timeout) for f in futures]
     peaks: dict[int, int] = {}
     for _, pid, peak in answers:
@@ -317,14 +367,17 @@ def _run_processes(name: str, tasks: list[tuple], timeout: float,
     return [value for value, _, _ in answers], sum(peaks.values()), startup
 
 
-def _run_gevent(name: str, tasks: list[tuple], timeout: float) -> list:
+def run_gevent(function: Callable[..., Any], tasks: list[tuple], timeout: float) -> list:
+    """The gevent model: one greenlet per task, in a process that called ``monkey.patch_all()`` first."""
     import gevent
     import gevent.monkey
 
     if not gevent.monkey.is_module_patched("socket") or not gevent.monkey.is_module_patched("time"):
-        raise RuntimeError("the gevent model needs gevent.monkey.patch_all() first "
-                           "(run it through python -m helpers.scripts.compare_models)")
-    greenlets = [gevent.spawn(_TASK_FUNCTIONS[name], *args) for args in tasks]
+        raise RuntimeError(
+            "the gevent model needs gevent.monkey.patch_all() first "
+            "(run it through python -m helpers.scripts.compare_models)"
+        )
+    greenlets = [gevent.spawn(function, *args) for args in tasks]
     gevent.joinall(greenlets, timeout=timeout)
     failed = [g for g in greenlets if not g.successful()]
     gevent.killall([g for g in greenlets if not g.dead], timeout=5)
@@ -333,14 +386,8 @@ def _run_gevent(name: str, tasks: list[tuple], timeout: float) -> list:
     return [g.value for g in greenlets]
 
 
-def _run_asyncio(name: str, tasks: list[tuple], timeout: float) -> list:
-    if name == "prime_chunk":
-        async def prime_chunk(start: int, stop: int) -> int:
-            return count_primes_in_range(start, stop)  # no await inside: it holds the loop
-        coroutine_function = prime_chunk
-    else:
-        coroutine_function = {"fetch_item": async_fetch_item, "fetch_then_count": async_fetch_then_count,
-                              "serve_idle": async_serve_idle}[name]
+def run_asyncio(coroutine_function: Callable[..., Any], tasks: list[tuple], timeout: float) -> list:
+    """The asyncio model: one task per argument tuple, gathered on one event loop."""
 
     async def main() -> list:
         return await asyncio.wait_for(asyncio.gather(*(coroutine_function(*a) for a in tasks)), timeout)
@@ -348,8 +395,9 @@ def _run_asyncio(name: str, tasks: list[tuple], timeout: float) -> list:
     return asyncio.run(main())
 
 
-def run_in_this_process(model: str, workload: str, url: str | None = None,
-                        start_method: str | None = None, timeout: float = 120.0) -> dict:
+def run_in_this_process(
+    model: str, workload: str, url: str | None = None, start_method: str | None = None, timeout: float = 120.0
+) -> dict:
     """Run one (model, workload) pair here and return its measurements as a dict.
 
     Meant for a fresh interpreter (``python -m helpers.scripts.compare_models``):
@@ -370,23 +418,23 @@ def run_in_this_process(model: str, workload: str, url: str | None = None,
         start_method = multiprocessing.get_start_method()
     if not isinstance(start_method, str):
         raise TypeError(f"start_method must be a str or None, got {type(start_method).__name__}")
-    expected = _expected(workload, url)
+    expected = expected_results(workload, url)
     shares = {"sequential": 1, "threads": WORKERS, "processes": WORKERS}.get(model, IDLE_CLIENTS)
     cpu_before = _cpu_seconds()
     start = time.perf_counter()
     deadline = time.time() + IDLE_BUDGET
-    name, tasks = _tasks(workload, url, deadline, shares)
+    function, coroutine_function, tasks = workload_tasks(workload, url, deadline, shares)
     children_kib, startup = 0, 0.0
     if model == "sequential":
-        values = _run_sequential(name, tasks)
+        values = run_sequential(function, tasks)
     elif model == "threads":
-        values, startup = _run_threads(name, tasks, timeout)
+        values, startup = run_threads(function, tasks, timeout)
     elif model == "processes":
-        values, children_kib, startup = _run_processes(name, tasks, timeout, start_method)
+        values, children_kib, startup = run_processes(function, tasks, timeout, start_method)
     elif model == "gevent":
-        values = _run_gevent(name, tasks, timeout)
+        values = run_gevent(function, tasks, timeout)
     else:
-        values = _run_asyncio(name, tasks, timeout)
+        values = run_asyncio(coroutine_function, tasks, timeout)
     wall = time.perf_counter() - start
     cpu = _cpu_seconds() - cpu_before
     if workload == "cpu":
@@ -400,11 +448,19 @@ def run_in_this_process(model: str, workload: str, url: str | None = None,
         done = sum(values)
         ok = all(isinstance(v, int) for v in values) and 0 <= done <= IDLE_CLIENTS
     concurrency = {"sequential": 1, "threads": WORKERS, "processes": WORKERS}.get(model, len(tasks))
-    return {"model": model, "workload": workload, "wall": wall, "startup": startup, "cpu": cpu,
-            "peak_kib": peak_memory_kib() + children_kib, "tasks": len(tasks) if workload != "idle"
-            else IDLE_CLIENTS, "concurrency": min(concurrency, len(tasks)) if workload != "idle"
-            else min(concurrency, IDLE_CLIENTS), "done": done, "ok": bool(ok),
-            "start_method": start_method}
+    return {
+        "model": model,
+        "workload": workload,
+        "wall": wall,
+        "startup": startup,
+        "cpu": cpu,
+        "peak_kib": peak_memory_kib() + children_kib,
+        "tasks": len(tasks) if workload != "idle" else IDLE_CLIENTS,
+        "concurrency": min(concurrency, len(tasks)) if workload != "idle" else min(concurrency, IDLE_CLIENTS),
+        "done": done,
+        "ok": bool(ok),
+        "start_method": start_method,
+    }
 
 
 # --------------------------------------------------------------------------- many pairs, from the parent
@@ -431,8 +487,9 @@ class PairResult:
         return self.peak_kib / 1024
 
 
-def run_pair(model: str, workload: str, url: str | None = None, start_method: str | None = None,
-             timeout: float = 120.0) -> PairResult:
+def run_pair(
+    model: str, workload: str, url: str | None = None, start_method: str | None = None, timeout: float = 120.0
+) -> PairResult:
     """Run ``python -m helpers.scripts.compare_models`` for one pair and return what it printed.
 
     Raises ``RuntimeError`` with the child's last stderr line if it fails.
@@ -446,8 +503,7 @@ def run_pair(model: str, workload: str, url: str | None = None, start_method: st
         import multiprocessing
 
         start_method = multiprocessing.get_start_method()
-    command = [sys.executable, "-m", "helpers.scripts.compare_models", model, workload,
-               "--start-method", start_method]
+    command = [sys.executable, "-m", "helpers.scripts.compare_models", model, workload, "--start-method", start_method]
     if url is not None:
         command += ["--url", url]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
@@ -457,8 +513,14 @@ def run_pair(model: str, workload: str, url: str | None = None, start_method: st
     return PairResult(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def run_grid(url: str, models: Iterable[str] = MODELS, workloads: Iterable[str] = WORKLOADS,
-             start_method: str | None = None, timeout: float = 120.0, repeat: int = 1) -> list[PairResult]:
+def run_grid(
+    url: str,
+    models: Iterable[str] = MODELS,
+    workloads: Iterable[str] = WORKLOADS,
+    start_method: str | None = None,
+    timeout: float = 120.0,
+    repeat: int = 1,
+) -> list[PairResult]:
     """Run every (model, workload) pair, one fresh process each, workload by workload.
 
     With ``repeat`` > 1 each pair runs that many times and the fastest run is kept
@@ -481,8 +543,9 @@ def run_grid(url: str, models: Iterable[str] = MODELS, workloads: Iterable[str] 
     return results
 
 
-def physical_limits(cpu_serial: float, mixed_cpu: float, cpus: int,
-                    workers: int = WORKERS, gil: bool = True) -> dict[str, dict[str, float]]:
+def physical_limits(
+    cpu_serial: float, mixed_cpu: float, cpus: int, workers: int = WORKERS, gil: bool = True
+) -> dict[str, dict[str, float]]:
     """The best wall time each pair could reach on ``cpus`` CPUs, in seconds (``idle``: clients).
 
     ``cpu_serial`` is the measured sequential wall time of the ``cpu`` workload;
@@ -512,8 +575,7 @@ def physical_limits(cpu_serial: float, mixed_cpu: float, cpus: int,
         limits[model] = {
             "cpu": cpu_serial / computing_cpus,
             "io": io_floor,
-            "mixed": (mixed_cpu + mixed_wait if model == "sequential"
-                      else max(mixed_cpu / computing_cpus, mixed_wait)),
+            "mixed": (mixed_cpu + mixed_wait if model == "sequential" else max(mixed_cpu / computing_cpus, mixed_wait)),
             "idle": float(min(IDLE_CLIENTS, idle_slots * math.floor(IDLE_BUDGET / IDLE_HOLD))),
         }
     return limits
@@ -532,9 +594,11 @@ def format_results_table(results: Sequence[PairResult], limits: dict[str, dict[s
     if not results or not all(isinstance(r, PairResult) for r in results):
         raise TypeError("results must be a non-empty sequence of PairResult values")
     sequential = {r.workload: r for r in results if r.model == "sequential"}
-    lines = ["| workload | model | wall time | of it, pool start-up | CPU time | peak memory | vs sequential "
-             "| best possible | result |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| workload | model | wall time | of it, pool start-up | CPU time | peak memory | vs sequential "
+        "| best possible | result |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in results:
         base = sequential.get(r.workload)
         if base is None:
@@ -552,8 +616,10 @@ def format_results_table(results: Sequence[PairResult], limits: dict[str, dict[s
             best = _format_seconds(limits[r.model][r.workload])
         result = "correct" if r.ok else "WRONG"
         pool_start = _format_seconds(r.startup) if r.model in ("threads", "processes") else "none"
-        lines.append(f"| {r.workload} | {r.model} | {_format_seconds(r.wall)} | {pool_start} | "
-                     f"{_format_seconds(r.cpu)} | {r.peak_mib:.1f} MiB | {speedup} | {best} | {result} |")
+        lines.append(
+            f"| {r.workload} | {r.model} | {_format_seconds(r.wall)} | {pool_start} | "
+            f"{_format_seconds(r.cpu)} | {r.peak_mib:.1f} MiB | {speedup} | {best} | {result} |"
+        )
     return "\n".join(lines)
 
 
@@ -576,8 +642,10 @@ def markdown_table_to_html(table: str) -> str:
 
     aligns = ["right" if c.endswith(":") else "left" for c in cells(lines[1])]
     head = "".join(f'<th style="text-align:{a}">{c}</th>' for a, c in zip(aligns, cells(lines[0])))
-    body = "".join("<tr>" + "".join(f'<td style="text-align:{a}">{c}</td>' for a, c in zip(aligns, cells(line)))
-                   + "</tr>\n" for line in lines[2:])
+    body = "".join(
+        "<tr>" + "".join(f'<td style="text-align:{a}">{c}</td>' for a, c in zip(aligns, cells(line))) + "</tr>\n"
+        for line in lines[2:]
+    )
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
 
 
@@ -596,10 +664,9 @@ def plot_grid(results: Sequence[PairResult], limits: dict[str, dict[str, float]]
     models = [m for m in MODELS if any(r.model == m for r in results)]
     by_pair = {(r.model, r.workload): r for r in results}
     colours = dict(zip(MODELS, ["0.55", "tab:blue", "tab:orange", "tab:green", "tab:purple"]))
-    fig, axes = plt.subplots(1, len(workloads) + 1, figsize=(3.0 * (len(workloads) + 1), 3.6),
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(workloads) + 1, figsize=(3.0 * (len(workloads) + 1), 3.6), layout="constrained")
     for ax, workload in zip(axes, workloads):
-        xs, heights, floors = [], [], []
+        xs, heights = [], []
         for i, model in enumerate(models):
             r = by_pair.get((model, workload))
             if r is None:
@@ -629,8 +696,13 @@ def plot_grid(results: Sequence[PairResult], limits: dict[str, dict[str, float]]
         for i, model in enumerate(models):
             r = by_pair.get((model, workload))
             if r is not None:
-                memory_ax.bar(i + (j - (len(workloads) - 1) / 2) * width, r.peak_mib, width,
-                              color=colours[model], alpha=0.4 + 0.6 * (j + 1) / len(workloads))
+                memory_ax.bar(
+                    i + (j - (len(workloads) - 1) / 2) * width,
+                    r.peak_mib,
+                    width,
+                    color=colours[model],
+                    alpha=0.4 + 0.6 * (j + 1) / len(workloads),
+                )
     memory_ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
     memory_ax.set_ylabel("peak memory, MiB")
     memory_ax.set_title("peak memory", fontsize=10)

@@ -6,13 +6,15 @@ Dask and Celery"), by ``helpers.distributed.engines`` (which starts the worker) 
 
 A Celery worker is a separate program: it imports this module by name
 (``celery -A helpers.distributed.celery_app worker``), so every task lives here, never in a
-notebook cell. The broker and the result backend are one Redis server, named by the
+notebook cell; chapter 16 shows the app (:func:`create_app`) and each task's source
+(``show_source``) where it first runs. The broker and the result backend are one Redis server, named by the
 environment variable ``BOOK_CELERY_REDIS_URL`` (``helpers.distributed.engines`` sets it for the
 worker it starts, and calls :func:`configure` in the notebook's own process).
 
 The tasks return values and never print. Those that keep count (attempts, the process
 that ran them) write to the same Redis, so the notebook can assert what happened.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,12 +30,14 @@ from helpers.instruments.workloads import count_primes_in_range  # imported befo
 __all__ = [
     "URL_VARIABLE",
     "QUEUE",
+    "create_app",
     "app",
     "configure",
     "configured_url",
+    "redis_client",
     "TransientError",
     "add",
-    "square",
+    "square_task",
     "count_primes_task",
     "flaky",
     "slow_square",
@@ -45,24 +49,32 @@ __all__ = [
 URL_VARIABLE = "BOOK_CELERY_REDIS_URL"
 #: The queue the book's tasks are routed to, so a worker started with ``-Q`` finds them.
 QUEUE = "book"
-VISIBILITY_TIMEOUT = 5  # seconds: an unacknowledged message is redelivered after this
 MAX_SLOW_SECONDS = 60.0
 
-app = Celery("book")
-app.conf.update(
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    task_default_queue=QUEUE,
-    result_expires=3600,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
-    result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
-    worker_hijack_root_logger=False,
-    worker_prefetch_multiplier=1,  # a worker holds only the tasks it can run now
-    worker_send_task_events=False,
-    task_track_started=False,
-)
+
+def create_app() -> Celery:
+    """The book's Celery app: JSON messages, one queue, and no more tasks fetched than a worker can run at once."""
+    visibility_timeout = 5  # seconds: an unacknowledged message is redelivered after this
+    app = Celery("book")
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_default_queue=QUEUE,
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": visibility_timeout},
+        worker_hijack_root_logger=False,
+        worker_prefetch_multiplier=1,  # a worker holds only the tasks it can run now
+        worker_send_task_events=False,
+        task_track_started=False,
+    )
+    return app
+
+
+#: The app the worker finds by name (``-A helpers.distributed.celery_app``) and the notebook sends through.
+app = create_app()
 
 _configured: dict[str, str | None] = {"url": None}
 _clients: dict[str, redis.Redis] = {}
@@ -125,7 +137,7 @@ if os.environ.get(URL_VARIABLE, "").strip():
     configure(os.environ[URL_VARIABLE].strip())
 
 
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     """One Redis client per process (a prefork child makes its own)."""
     url = _configured["url"]
     if url is None:
@@ -169,13 +181,13 @@ def _check_int(label: str, value, low: int = 0, high: int = 10**12) -> int:
 @app.task(name="book.add")
 def add(x: int, y: int) -> int:
     """The smallest task: x + y."""
-    return _check_int("x", x, -10**12) + _check_int("y", y, -10**12)
+    return _check_int("x", x, -(10**12)) + _check_int("y", y, -(10**12))
 
 
 @app.task(name="book.square")
-def square(x: int) -> int:
+def square_task(x: int) -> int:
     """x squared: the tiny task of the overhead measurements."""
-    return _check_int("x", x, -10**6, 10**6) ** 2
+    return _check_int("x", x, -(10**6), 10**6) ** 2
 
 
 @app.task(name="book.count_primes")
@@ -200,7 +212,7 @@ def flaky(self, name: str, failures: int) -> dict:
     counted across processes; ``autoretry_for`` turns the exception into a retry.
     """
     _check_int("failures", failures, 0, 10)
-    attempt = _redis().incr(attempts_key(name))
+    attempt = redis_client().incr(attempts_key(name))
     if attempt <= failures:
         raise TransientError(f"attempt {attempt} of {name} failed on purpose")
     return {"name": name, "attempt": attempt, "retries": self.request.retries}
@@ -214,12 +226,18 @@ def flaky(self, name: str, failures: int) -> dict:
 )
 def slow_square(self, name: str, x: int, seconds: float) -> dict:
     """Record this attempt (count and pid) in Redis, sleep ``seconds``, return x squared."""
-    _check_int("x", x, -10**6, 10**6)
+    _check_int("x", x, -(10**6), 10**6)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_SLOW_SECONDS:
         raise ValueError(f"seconds must be a number in [0, {MAX_SLOW_SECONDS}], got {seconds!r}")
-    client = _redis()
+    client = redis_client()
     attempt = client.incr(attempts_key(name))
     client.rpush(started_key(name), os.getpid())
     time.sleep(seconds)
-    return {"name": name, "x": x, "square": x * x, "attempt": attempt, "pid": os.getpid(),
-            "redelivered": bool((self.request.delivery_info or {}).get("redelivered"))}
+    return {
+        "name": name,
+        "x": x,
+        "square": x * x,
+        "attempt": attempt,
+        "pid": os.getpid(),
+        "redelivered": bool((self.request.delivery_info or {}).get("redelivered")),
+    }

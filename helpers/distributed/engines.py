@@ -14,6 +14,7 @@ Dask and Celery") and by ``bench/engines_overhead.py``.
 
 Every wait has a time bound, and every loop a deadline.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,10 +26,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -234,17 +236,30 @@ def start_celery_worker(
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("BOOK_START_METHOD", None)
     command = [
-        sys.executable, *CELERY_COMMAND,
-        "--pool=prefork", f"--concurrency={concurrency}",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-        "-Q", queue, "-n", name, f"--loglevel={loglevel}", f"--logfile={logfile}",
+        sys.executable,
+        *CELERY_COMMAND,
+        "--pool=prefork",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-Q",
+        queue,
+        "-n",
+        name,
+        f"--loglevel={loglevel}",
+        f"--logfile={logfile}",
     ]
     from helpers.instruments.services import die_with_parent
 
     with open(workdir / "worker.out", "wb") as out:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=workdir, env=env,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=env,
             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
     worker = CeleryWorker(name, queue, concurrency, process, logfile, workdir)
@@ -252,8 +267,10 @@ def start_celery_worker(
     try:
         while not _worker_answers(name):
             if process.poll() is not None:
-                raise RuntimeError(f"the Celery worker exited with code {process.returncode}; "
-                                   f"its log ends with:\n{worker.log()[-800:]}")
+                raise RuntimeError(
+                    f"the Celery worker exited with code {process.returncode}; "
+                    f"its log ends with:\n{worker.log()[-800:]}"
+                )
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the Celery worker did not answer within {timeout} s")
         remaining = max(1.0, deadline - time.monotonic())
@@ -338,8 +355,9 @@ def time_tiny_tasks_dask(client, n: int = 1_000, timeout: float = 120.0) -> tupl
     return t.elapsed, results
 
 
-def time_tiny_tasks_celery(n: int = 1_000, queue: str = celery_app.QUEUE,
-                           timeout: float = 120.0) -> tuple[float, list[int]]:
+def time_tiny_tasks_celery(
+    n: int = 1_000, queue: str = celery_app.QUEUE, timeout: float = 120.0
+) -> tuple[float, list[int]]:
     """Seconds for ``n`` ``square`` tasks sent as one Celery ``group`` and gathered."""
     from celery import group
 
@@ -348,7 +366,7 @@ def time_tiny_tasks_celery(n: int = 1_000, queue: str = celery_app.QUEUE,
     if celery_app.configured_url() is None:
         raise RuntimeError("no Celery worker: call start_celery_worker(redis_url) first")
     with Timer() as t:
-        result = group(celery_app.square.s(x) for x in inputs).apply_async(queue=queue)
+        result = group(celery_app.square_task.s(x) for x in inputs).apply_async(queue=queue)
         results = result.get(timeout=timeout)
     result.forget()
     return t.elapsed, results

@@ -16,6 +16,7 @@ Prints one JSON line: model, workload, wall and CPU seconds, peak memory in KiB,
 tasks, concurrency, tasks done (clients served, for idle), and whether the
 results were right.
 """
+
 import sys
 
 ARGS = sys.argv[1:]

@@ -1,6 +1,8 @@
 """Tests of helpers.choosing.models and helpers/scripts/compare_models.py (chapter 15)."""
+
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -9,12 +11,40 @@ import pytest
 
 from helpers.choosing import models as compare
 from helpers.choosing.models import (
-    IDLE_BUDGET, IDLE_CLIENTS, IDLE_HOLD, IO_DELAY, IO_REQUESTS, MODELS, PairResult,
-    async_fetch_item, fetch_item, fetch_then_count, format_results_table, peak_memory_kib,
-    physical_limits, prime_chunks, primes_below, run_in_this_process, run_pair, serve_idle,
+    CPU_CHUNKS,
+    IDLE_BUDGET,
+    IDLE_CLIENTS,
+    IDLE_HOLD,
+    IO_DELAY,
+    IO_REQUESTS,
+    MODELS,
+    WORKERS,
+    PairResult,
+    async_count_primes,
+    async_fetch_item,
+    async_fetch_then_count,
+    async_serve_idle,
+    expected_results,
+    fetch_item,
+    fetch_then_count,
+    format_results_table,
+    in_worker,
+    peak_memory_kib,
+    physical_limits,
+    prime_chunks,
+    primes_below,
+    ready,
+    run_asyncio,
+    run_in_this_process,
+    run_pair,
+    run_processes,
+    run_sequential,
+    run_threads,
+    serve_idle,
+    workload_tasks,
 )
+from helpers.instruments.workloads import count_primes, count_primes_in_range
 from helpers.threads.pools import DelayServer
-from helpers.instruments.workloads import count_primes
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +87,40 @@ def test_serve_idle_stops_at_the_deadline():
     assert serve_idle(3, 0.0, time.time() + 1) == 3
 
 
+def test_workload_tasks_give_every_model_the_same_tasks(server):
+    function, coroutine_function, tasks = workload_tasks("cpu", None, 0.0, 1)
+    assert (function, coroutine_function) == (count_primes_in_range, async_count_primes)
+    assert len(tasks) == CPU_CHUNKS and sum(function(*a) for a in tasks) == expected_results("cpu", None)
+    function, coroutine_function, tasks = workload_tasks("io", server.url, 0.0, WORKERS)
+    assert (function, coroutine_function) == (fetch_item, async_fetch_item) and len(tasks) == IO_REQUESTS
+    assert tasks[1] == (f"{server.url}/item/1?delay={IO_DELAY:g}",)
+    function, coroutine_function, tasks = workload_tasks("mixed", server.url, 0.0, 1)
+    assert (function, coroutine_function) == (fetch_then_count, async_fetch_then_count)
+    function, coroutine_function, tasks = workload_tasks("idle", None, 123.0, 3)
+    assert (function, coroutine_function) == (serve_idle, async_serve_idle)
+    assert [a[0] for a in tasks] == [667, 667, 666] and all(a[1:] == (IDLE_HOLD, 123.0) for a in tasks)
+    assert expected_results("idle", None) is None
+
+
+def test_the_runners_return_values_in_task_order():
+    tasks = [(0, 100), (100, 200), (200, 300)]
+    expected = [count_primes_in_range(*a) for a in tasks]
+    assert run_sequential(count_primes_in_range, tasks) == expected
+    values, startup = run_threads(count_primes_in_range, tasks, timeout=30)
+    assert values == expected and startup > 0
+    assert run_asyncio(async_count_primes, tasks, timeout=30) == expected
+    values, peak_kib, startup = run_processes(count_primes_in_range, tasks, timeout=60, start_method="spawn")
+    assert values == expected and peak_kib > 1000 and startup > 0
+
+
+def test_in_worker_and_ready_report_the_process():
+    value, pid, peak = in_worker(count_primes_in_range, (0, 100))
+    assert value == 25 and pid == os.getpid() and peak > 1000
+    assert ready(0.0) == os.getpid()
+    with pytest.raises(ValueError):
+        ready(2.0)
+
+
 @pytest.mark.parametrize("model", ["sequential", "threads", "asyncio"])
 def test_run_in_this_process_io(server, model):
     report = run_in_this_process(model, "io", server.url, timeout=60)
@@ -77,8 +141,13 @@ def test_run_pair_gevent_mixed_in_a_fresh_process(server):
 
 
 def test_script_starts_its_own_server_without_url():
-    proc = subprocess.run([sys.executable, "-m", "helpers.scripts.compare_models", "asyncio", "io"],
-                          capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "helpers.scripts.compare_models", "asyncio", "io"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     report = json.loads(proc.stdout)
     assert report["ok"] and proc.stderr == ""
 
@@ -99,35 +168,43 @@ def test_physical_limits():
 
 
 def test_format_results_table_has_units():
-    rows = [PairResult(m, "io", 1.0 if m == "sequential" else 0.5, 0.0, 0.1, 30_000, 64, 4, 64, True, "fork")
-            for m in MODELS]
+    rows = [
+        PairResult(m, "io", 1.0 if m == "sequential" else 0.5, 0.0, 0.1, 30_000, 64, 4, 64, True, "fork")
+        for m in MODELS
+    ]
     table = format_results_table(rows, physical_limits(1.0, 2.0, 2))
     assert table.count("\n") == 1 + len(MODELS)
     assert "2.00×" in table and "29.3 MiB" in table and "0.80 s" in table
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: run_in_this_process("fibres", "io"), ValueError),
-    (lambda: run_in_this_process("threads", "disk"), ValueError),
-    (lambda: run_in_this_process(3, "io"), TypeError),
-    (lambda: run_in_this_process("threads", "io"), ValueError),  # no url
-    (lambda: run_pair("threads", "io", "ftp://x"), ValueError),
-    (lambda: run_pair("threads", "io", timeout=0), ValueError),
-    (lambda: physical_limits(0, 1.0, 2), ValueError),
-    (lambda: physical_limits(1.0, 1.0, 0), ValueError),
-    (lambda: physical_limits(1.0, 1.0, 2.5), TypeError),
-    (lambda: prime_chunks(10, 0), ValueError),
-    (lambda: primes_below(-1), ValueError),
-    (lambda: serve_idle(1, -1, 0.0), ValueError),
-    (lambda: serve_idle(1, 0.1, "soon"), TypeError),
-    (lambda: fetch_item(42), TypeError),
-    (lambda: format_results_table([]), TypeError),
-    (lambda: compare.markdown_table_to_html(None), TypeError),
-    (lambda: compare.markdown_table_to_html("no table"), ValueError),
-    (lambda: compare.plot_grid([1]), TypeError),
-    (lambda: compare.run_grid("http://127.0.0.1:1", models=[]), ValueError),
-    (lambda: compare.run_grid("http://127.0.0.1:1", repeat=0), ValueError),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: run_in_this_process("fibres", "io"), ValueError),
+        (lambda: run_in_this_process("threads", "disk"), ValueError),
+        (lambda: run_in_this_process(3, "io"), TypeError),
+        (lambda: run_in_this_process("threads", "io"), ValueError),  # no url
+        (lambda: run_pair("threads", "io", "ftp://x"), ValueError),
+        (lambda: run_pair("threads", "io", timeout=0), ValueError),
+        (lambda: physical_limits(0, 1.0, 2), ValueError),
+        (lambda: physical_limits(1.0, 1.0, 0), ValueError),
+        (lambda: physical_limits(1.0, 1.0, 2.5), TypeError),
+        (lambda: prime_chunks(10, 0), ValueError),
+        (lambda: primes_below(-1), ValueError),
+        (lambda: serve_idle(1, -1, 0.0), ValueError),
+        (lambda: workload_tasks("disk", None, 0.0, 1), ValueError),
+        (lambda: workload_tasks("cpu", None, 0.0, 0), ValueError),
+        (lambda: workload_tasks("io", None, 0.0, 1), ValueError),  # no url
+        (lambda: serve_idle(1, 0.1, "soon"), TypeError),
+        (lambda: fetch_item(42), TypeError),
+        (lambda: format_results_table([]), TypeError),
+        (lambda: compare.markdown_table_to_html(None), TypeError),
+        (lambda: compare.markdown_table_to_html("no table"), ValueError),
+        (lambda: compare.plot_grid([1]), TypeError),
+        (lambda: compare.run_grid("http://127.0.0.1:1", models=[]), ValueError),
+        (lambda: compare.run_grid("http://127.0.0.1:1", repeat=0), ValueError),
+    ],
+)
 def test_bad_input(call, error):
     with pytest.raises(error):
         call()

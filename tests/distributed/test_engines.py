@@ -2,6 +2,7 @@
 
 One Redis server, one Celery worker and one Dask cluster for the whole module keep it fast.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,7 @@ import psutil
 import pytest
 import redis
 
-from helpers.distributed import celery_app
-from helpers.distributed import engines
+from helpers.distributed import celery_app, engines
 from helpers.instruments.services import start_redis
 from helpers.instruments.workloads import count_primes_in_range
 
@@ -57,28 +57,34 @@ def dask_client():
 # ---------------------------------------------------------------- bad input, no servers
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"n_workers": 0}, ValueError),
-    ({"n_workers": "2"}, TypeError),
-    ({"threads_per_worker": 0}, ValueError),
-    ({"timeout": 0}, ValueError),
-    ({"timeout": "1"}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"n_workers": 0}, ValueError),
+        ({"n_workers": "2"}, TypeError),
+        ({"threads_per_worker": 0}, ValueError),
+        ({"timeout": 0}, ValueError),
+        ({"timeout": "1"}, TypeError),
+    ],
+)
 def test_start_dask_rejects_bad_input(kwargs, error):
     with pytest.raises(error):
         engines.start_dask(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"redis_url": "http://localhost/"}, ValueError),
-    ({"redis_url": 6379}, TypeError),
-    ({"redis_url": "redis://127.0.0.1:1/0", "concurrency": 0}, ValueError),
-    ({"redis_url": "redis://127.0.0.1:1/0", "concurrency": 2.0}, TypeError),
-    ({"redis_url": "redis://127.0.0.1:1/0", "queue": ""}, ValueError),
-    ({"redis_url": "redis://127.0.0.1:1/0", "name": "no-at-sign"}, ValueError),
-    ({"redis_url": "redis://127.0.0.1:1/0", "loglevel": "LOUD"}, ValueError),
-    ({"redis_url": "redis://127.0.0.1:1/0", "timeout": -1}, ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"redis_url": "http://localhost/"}, ValueError),
+        ({"redis_url": 6379}, TypeError),
+        ({"redis_url": "redis://127.0.0.1:1/0", "concurrency": 0}, ValueError),
+        ({"redis_url": "redis://127.0.0.1:1/0", "concurrency": 2.0}, TypeError),
+        ({"redis_url": "redis://127.0.0.1:1/0", "queue": ""}, ValueError),
+        ({"redis_url": "redis://127.0.0.1:1/0", "name": "no-at-sign"}, ValueError),
+        ({"redis_url": "redis://127.0.0.1:1/0", "loglevel": "LOUD"}, ValueError),
+        ({"redis_url": "redis://127.0.0.1:1/0", "timeout": -1}, ValueError),
+    ],
+)
 def test_start_celery_worker_rejects_bad_input(kwargs, error):
     before = celery_app.configured_url()
     with pytest.raises(error):
@@ -119,12 +125,19 @@ def test_bad_arguments_elsewhere():
     with pytest.raises(TypeError):
         celery_app.add.run(1, "2")
     with pytest.raises(ValueError):
-        celery_app.square.run(10**7)
+        celery_app.square_task.run(10**7)
+
+
+def test_the_app_settings():
+    conf = celery_app.app.conf  # the module's app is create_app()'s
+    assert conf.task_default_queue == celery_app.QUEUE and conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options == {"visibility_timeout": 5} and conf.accept_content == ["json"]
+    assert conf.task_serializer == conf.result_serializer == "json"
 
 
 def test_tasks_run_in_process():
     assert celery_app.add.run(2, 3) == 5
-    assert celery_app.square.run(-4) == 16
+    assert celery_app.square_task.run(-4) == 16
     assert celery_app.count_primes_task.run(0, 100) == count_primes_in_range(0, 100) == 25
 
 
@@ -159,6 +172,11 @@ def test_worker_round_trip_and_group(worker):
     assert results == [x * x for x in range(40)] and seconds > 0
 
 
+def test_redis_client_is_made_once_per_process(worker):
+    assert celery_app.redis_client() is celery_app.redis_client()
+    assert celery_app.redis_client().ping()
+
+
 def test_retries_are_counted(worker, rdb):
     rdb.delete(celery_app.attempts_key("t-flaky"))
     outcome = celery_app.flaky.delay("t-flaky", 2).get(timeout=30)
@@ -185,7 +203,6 @@ def test_stop_leaves_no_celery_process(redis_server):
     assert len(children) == 1
     assert engines.stop_celery_worker(extra, timeout=20) == "warm shutdown"
     assert not extra.is_running() and not extra.workdir.exists()
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                   for pid in children)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in children)
     assert extra.pid not in {p.pid for p in engines.celery_processes()}
     assert engines.stop_celery_worker(extra) == "already stopped"
