@@ -77,6 +77,8 @@ def lab():
         "--ServerApp.port_retries=0",
         "--LabApp.news_url=",
         "--ServerApp.log_level=WARN",
+        # Checkpoints go to the temporary folder, not beside the notebooks.
+        f"--FileCheckpoints.checkpoint_dir={settings / 'checkpoints'}",
     ]
     if os.geteuid() == 0:
         command.append("--allow-root")
@@ -111,12 +113,14 @@ def lab():
 
 
 def _shown_definitions(notebook: dict) -> list[str]:
-    """Names defined in code cells, or in a shown helper's source (a text/markdown output)."""
+    """Names defined in unfolded code cells, or in a shown helper's source (a text/markdown output)."""
     names = []
     for cell in notebook["cells"]:
         if cell["cell_type"] != "code":
             continue
-        texts = ["".join(cell["source"])]
+        # A solution's code is folded on purpose (source_hidden), until the learner opens it.
+        folded = cell.get("metadata", {}).get("jupyter", {}).get("source_hidden", False)
+        texts = [] if folded else ["".join(cell["source"])]
         for output in cell.get("outputs", []):
             markdown = output.get("data", {}).get("text/markdown")
             if markdown:

@@ -8,6 +8,7 @@ console (sphinx-togglebutton's inline script is doubled the same way). This drop
 exact duplicate script entries from each page, after every other extension has
 added its own.
 """
+
 from __future__ import annotations
 
 
@@ -34,4 +35,3 @@ def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> Non
 def setup(app):
     app.connect("html-page-context", drop_duplicate_scripts, priority=10_000)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
-
