@@ -144,8 +144,8 @@ def deposit_all(out: Any, balance: Any, lock: Any, amounts: Sequence[int], timeo
 
     Puts the list of :func:`deposit` results on ``out``. With an ``RLock``
     every inner acquire succeeds (this process already owns it); with a plain
-    ``Lock`` every one of them times out, because the lock's owner is the
-    very process that is waiting for it.
+    ``Lock`` every one of them times out: the lock is held, and a plain lock
+    has no owner, so it cannot tell that the holder is the one asking again.
     """
     _check_lock("lock", lock)
     timeout = _check_seconds("timeout", timeout, MAX_WAIT)
@@ -314,9 +314,12 @@ def _check_append_args(out: Any, path: Any, lock: Any, writer: Any, count: Any, 
     return _check_path(path), _check_seconds("timeout", timeout, MAX_WAIT)
 
 
-def append_with(out: Any, path: str, lock: Any, writer: str, count: int, timeout: float = 10.0) -> None:
-    """Append ``count`` lines to ``path``, each inside ``with lock:``; put (writer, written) on ``out``."""
-    path, timeout = _check_append_args(out, path, lock, writer, count, timeout)
+def append_with(out: Any, path: str, lock: Any, writer: str, count: int) -> None:
+    """Append ``count`` lines to ``path``, each inside ``with lock:``; put (writer, written) on ``out``.
+
+    ``with lock:`` has no timeout: it suits a lock that is only ever held for a moment.
+    """
+    path, _ = _check_append_args(out, path, lock, writer, count, MAX_WAIT)
     written = 0
     for number in range(count):
         with lock:
