@@ -44,7 +44,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -481,6 +481,7 @@ class PairResult:
     done: int
     ok: bool
     start_method: str
+    server_peak: int = 0  # the most requests the DelayServer held at once during the run (run_grid's server=)
 
     @property
     def peak_mib(self) -> float:
@@ -520,13 +521,20 @@ def run_grid(
     start_method: str | None = None,
     timeout: float = 120.0,
     repeat: int = 1,
+    server=None,
 ) -> list[PairResult]:
     """Run every (model, workload) pair, one fresh process each, workload by workload.
 
     With ``repeat`` > 1 each pair runs that many times and the fastest run is kept
     (as ``timeit`` does: the other runs were slowed by something else), unless a
     run returned a wrong result, which is kept instead so that it shows.
+
+    ``server``, the :class:`~helpers.threads.pools.DelayServer` behind ``url``, lets
+    each result carry ``server_peak``: the most requests that server held at once
+    during that run. Unlike a wall time, it does not depend on what else the machine is doing.
     """
+    if server is not None and not (hasattr(server, "reset_peak") and hasattr(server, "peak_in_flight")):
+        raise TypeError(f"server must be a DelayServer or None, got {type(server).__name__}")
     models, workloads = list(models), list(workloads)
     for m in models:
         _check_choice("model", m, MODELS)
@@ -538,7 +546,14 @@ def run_grid(
     results = []
     for w in workloads:
         for m in models:
-            runs = [run_pair(m, w, url, start_method, timeout) for _ in range(repeat)]
+            runs = []
+            for _ in range(repeat):
+                if server is not None:
+                    server.reset_peak()
+                run = run_pair(m, w, url, start_method, timeout)
+                if server is not None:
+                    run = replace(run, server_peak=server.peak_in_flight)
+                runs.append(run)
             results.append(next((r for r in runs if not r.ok), min(runs, key=lambda r: r.wall)))
     return results
 

@@ -304,6 +304,12 @@ class DelayServer:
         with httpd._stats_lock:
             return sum(t.is_alive() for t in httpd.request_threads)
 
+    def reset_peak(self) -> None:
+        """Start ``peak_in_flight`` again from the requests in progress now; ``served`` keeps counting."""
+        httpd = self._server()
+        with httpd._stats_lock:
+            httpd.peak_in_flight = httpd.in_flight
+
     def reset_stats(self) -> None:
         """Set ``served``, ``peak_in_flight`` and ``errors`` back to zero (``in_flight`` stays)."""
         httpd = self._server()

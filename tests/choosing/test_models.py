@@ -227,6 +227,16 @@ def test_run_grid_keeps_the_fastest_of_repeated_runs():
     assert len(results) == 1 and results[0].ok and results[0].done == IDLE_CLIENTS
 
 
+def test_run_grid_records_the_servers_peak_per_run():
+    with DelayServer(delay=0.05) as server:
+        results = compare.run_grid(server.url, models=["sequential", "asyncio"], workloads=["io"], server=server)
+        assert server.served == 2 * compare.IO_REQUESTS
+    peaks = {r.model: r.server_peak for r in results}
+    assert peaks["sequential"] == 1 and peaks["asyncio"] > compare.WORKERS
+    with pytest.raises(TypeError, match="DelayServer"):
+        compare.run_grid("http://127.0.0.1:1", server="localhost")
+
+
 def test_markdown_table_to_html():
     html = compare.markdown_table_to_html("| a | b |\n|---|---:|\n| x<y | 1.5 s |")
     assert html.count("<tr>") == 2 and "x&lt;y" in html and '<td style="text-align:right">1.5 s</td>' in html

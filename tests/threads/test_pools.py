@@ -72,6 +72,16 @@ def test_timed_fetch_and_run_fetches(server):
     assert not any(t.name.startswith("fetch4_") for t in threading.enumerate())
 
 
+def test_reset_peak_keeps_the_served_count(server):
+    server.reset_stats()
+    run_fetches(4, server.url + "/", requests=8)
+    assert server.peak_in_flight >= 2 and server.served == 8
+    server.reset_peak()
+    assert server.peak_in_flight == 0 and server.served == 8
+    run_fetches(1, server.url + "/", requests=2)
+    assert server.peak_in_flight == 1 and server.served == 10
+
+
 def test_stop_closes_the_port_and_is_idempotent():
     srv = DelayServer(delay=0)
     assert "not started" in repr(srv)
