@@ -28,6 +28,7 @@ __all__ = [
     "record_task",
     "exit_with",
     "fail_with",
+    "wait_then_clean_up",
     "wait_up_to",
     "clock",
     "ClockProcess",
@@ -79,6 +80,27 @@ def wait_up_to(seconds: float, ignore_sigterm: bool = False, ready=None) -> None
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 0.05))
+
+
+def wait_then_clean_up(seconds: float, cleaned_up, ready=None) -> None:
+    """Like :func:`wait_up_to`, but SIGTERM raises ``SystemExit``, so ``finally`` blocks run.
+
+    The handler raises ``SystemExit(128 + SIGTERM)``; the ``finally`` block sets
+    the ``cleaned_up`` Event, which the parent can check. ``ready`` is set once
+    the handler is in place.
+    """
+    seconds = _check_seconds("seconds", seconds, MAX_LIFETIME)
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)  # an exception: the interpreter unwinds the stack
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        if ready is not None:
+            ready.set()
+        wait_up_to(seconds)
+    finally:
+        cleaned_up.set()
 
 
 def clock(out, interval: float = 1.0, max_ticks: int = 5, stop=None) -> None:
@@ -235,7 +257,11 @@ def join_all(processes: list[BaseProcess], timeout: float = 30.0) -> list[int | 
     """Join every process within one shared deadline; return their exit codes.
 
     A process still alive at the deadline is terminated, and ``TimeoutError``
-    names it, so a stuck child never hangs the notebook.
+    names it, so a stuck child never hangs the notebook. Terminating is a last
+    resort: a child stopped while it held a shared lock, or while it was using
+    a queue or pipe, can leave that lock held and that queue or pipe broken for
+    every other process (see ``Process.terminate`` in the docs), so after this
+    error, start afresh (restart the kernel) rather than reuse them.
     """
     timeout = _check_seconds("timeout", timeout, 600.0)
     deadline = time.monotonic() + timeout

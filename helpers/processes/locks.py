@@ -8,10 +8,12 @@ Every loop is bounded and every ``acquire``/``wait`` has a timeout, so a
 mistake ends as a ``False`` or a count instead of a hung notebook.
 
 * :func:`add_many`: the lost-update race, with and without the value's lock.
+* :class:`NoLock`: a stand-in with a lock's methods that never locks, for control runs.
 * :func:`deposit` and :func:`deposit_all`: why ``RLock`` exists (re-entry).
 * :func:`hold_lock`: keep a lock busy so the parent can show ``acquire(timeout=...)``.
 * :func:`use_resource`: a ``Semaphore`` admitting at most *n* processes at once.
-* :func:`grab_two`: two locks, taken in either order; a deadlock, or none.
+* :func:`grab_two`: two locks, taken in either order; a deadlock, or none
+  (:class:`PausedLock` widens the window between the two).
 * :func:`append_with` and :func:`append_try_finally`: two processes, one file
   (each line written by :func:`append_in_pieces`).
 """
@@ -31,12 +33,14 @@ from helpers.instruments.workloads import _check_int, _check_seconds
 
 __all__ = [
     "add_many",
+    "NoLock",
     "deposit",
     "deposit_all",
     "take_two_locks",
     "hold_lock",
     "use_resource",
     "grab_two",
+    "PausedLock",
     "format_line",
     "append_in_pieces",
     "append_with",
@@ -48,6 +52,7 @@ __all__ = [
 MAX_TIMES = 10_000_000  # bound on every loop's length
 MAX_WAIT = 120.0  # seconds: the longest any acquire or wait here may block
 LINE_WIDTH = 40  # the '#' padding of each line appended to the shared file
+PIECE_PAUSE = 0.0001  # seconds between the three writes of one line, as a slower writer would take
 LINE_PATTERN = re.compile(rf"^([a-z]{{1,16}}) (\d{{5}}) (#{{{LINE_WIDTH}}})$")
 
 
@@ -88,17 +93,24 @@ def _wait_at(meet: Any, timeout: float) -> None:
 # --- the lost update ---------------------------------------------------------------
 
 
-def add_many(counter: Any, times: int, *, locked: bool, start: Any = None, timeout: float = 30.0) -> None:
+def add_many(
+    counter: Any, times: int, *, locked: bool, pause: bool = False, start: Any = None, timeout: float = 30.0
+) -> None:
     """Add 1 to a shared ``multiprocessing.Value`` ``times`` times.
 
     ``counter`` is a synchronized Value (``Value('i', 0)``, the default
     ``lock=True``). The work is done on ``counter.get_obj()``, the raw shared
     integer; ``locked=True`` holds ``counter.get_lock()`` around each
-    ``+= 1``, ``locked=False`` does not. ``start`` (a Barrier or Event) lines
-    the processes up so that they really run at the same time.
+    increment, ``locked=False`` does not. ``pause=True`` spells the increment
+    out as read, ``time.sleep(0)``, write: the pause invites the OS to run
+    another process between the read and the write, which widens the window
+    in which an update can be lost (chapter 02 uses it so that the race shows
+    on every run). ``start`` (a Barrier or Event) lines the processes up so
+    that they really run at the same time.
     """
     _check_int("times", times, 0, MAX_TIMES)
     _check_bool("locked", locked)
+    _check_bool("pause", pause)
     timeout = _check_seconds("timeout", timeout, MAX_WAIT)
     if not (callable(getattr(counter, "get_obj", None)) and callable(getattr(counter, "get_lock", None))):
         raise TypeError(
@@ -109,13 +121,42 @@ def add_many(counter: Any, times: int, *, locked: bool, start: Any = None, timeo
     lock = counter.get_lock()
     if start is not None:
         _wait_at(start, timeout)
-    if locked:
-        for _ in range(times):
-            with lock:
-                shared.value += 1
-    else:
-        for _ in range(times):
-            shared.value += 1  # read, add, write: another process can write in between
+    for _ in range(times):
+        if locked:
+            lock.acquire()
+        try:
+            if pause:
+                value = shared.value  # read
+                time.sleep(0)  # let another process run here
+                shared.value = value + 1  # write: whatever was written since the read is lost
+            else:
+                shared.value += 1  # read, add, write: another process can write in between
+        finally:
+            if locked:
+                lock.release()
+
+
+class NoLock:
+    """A stand-in with the methods of a lock that never waits and guards nothing.
+
+    Passed where a lock is expected, it removes the lock and keeps the rest of
+    the code the same: chapter 02's control run of the two file writers.
+    """
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "NoLock()"
 
 
 # --- re-entry: why RLock exists -----------------------------------------------------
@@ -246,6 +287,28 @@ def take_two_locks(
     return got_both
 
 
+class PausedLock:
+    """Wrap ``lock`` so that each successful ``acquire`` pauses ``pause`` seconds before returning.
+
+    Used by :func:`grab_two` (chapter 02): the pause widens the window between
+    taking a first lock and reaching for a second, so that a bad lock order
+    shows on every run instead of once in a while.
+    """
+
+    def __init__(self, lock: Any, pause: float) -> None:
+        self.lock = _check_lock("lock", lock)
+        self.pause = _check_seconds("pause", pause, 1.0)
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        got = self.lock.acquire() if timeout is None else self.lock.acquire(timeout=timeout)
+        if got:
+            time.sleep(self.pause)
+        return got
+
+    def release(self) -> None:
+        self.lock.release()
+
+
 def grab_two(
     out: Any,
     name: str,
@@ -256,6 +319,7 @@ def grab_two(
     rounds: int = 1,
     meet: Any = None,
     start: Any = None,
+    hold: float = 0.0,
 ) -> None:
     """Take ``first``, then ``second`` (with a timeout), ``rounds`` times.
 
@@ -265,7 +329,10 @@ def grab_two(
     has tried: with two workers taking two locks in opposite orders, that is
     a deadlock every time, which the timeout turns into ``got_both == 0``.
     ``start`` (a Barrier or Event, waited for once) only lines the workers up
-    so that their rounds overlap.
+    so that their rounds overlap. ``hold`` (seconds, default 0) makes every
+    acquire of ``first`` pause that long before it returns (:class:`PausedLock`),
+    so the worker sits on its first lock a moment before reaching for the
+    second: the other worker then has time to take its own first lock.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
@@ -273,7 +340,10 @@ def grab_two(
     _check_lock("second", second)
     timeout = _check_seconds("timeout", timeout, MAX_WAIT)
     _check_int("rounds", rounds, 1, MAX_TIMES)
+    hold = _check_seconds("hold", hold, 1.0)
     barrier_timeout = timeout + 30.0  # the other worker may spend `timeout` failing first
+    if hold:
+        first = PausedLock(first, hold)
     if start is not None:
         _wait_at(start, barrier_timeout)
     got_both = take_two_locks(first, second, rounds, timeout=timeout, meet=meet, patience=barrier_timeout)
@@ -293,14 +363,17 @@ def format_line(writer: str, number: int) -> str:
 def append_in_pieces(path: str, line: str) -> None:
     """Append one :func:`format_line` line to ``path`` in three writes, flushing each.
 
-    Three writes per line, so that an unlocked writer could land between them.
+    Three writes per line, ``PIECE_PAUSE`` seconds apart, so that an unlocked
+    writer can land between them.
     """
     _check_path(path)
     if not isinstance(line, str) or LINE_PATTERN.match(line.rstrip("\n")) is None:
         raise ValueError(f"line must be a format_line() line, got {line!r}")
     head, number, tail = line.split(" ", 2)
     with open(path, "a", encoding="utf-8") as f:
-        for part in (head + " ", number + " ", tail):
+        for index, part in enumerate((head + " ", number + " ", tail)):
+            if index:
+                time.sleep(PIECE_PAUSE)
             f.write(part)
             f.flush()
 
@@ -314,12 +387,15 @@ def _check_append_args(out: Any, path: Any, lock: Any, writer: Any, count: Any, 
     return _check_path(path), _check_seconds("timeout", timeout, MAX_WAIT)
 
 
-def append_with(out: Any, path: str, lock: Any, writer: str, count: int) -> None:
+def append_with(out: Any, path: str, lock: Any, writer: str, count: int, *, start: Any = None) -> None:
     """Append ``count`` lines to ``path``, each inside ``with lock:``; put (writer, written) on ``out``.
 
     ``with lock:`` has no timeout: it suits a lock that is only ever held for a moment.
+    ``start`` (a Barrier or Event) lines the writers up so that they write at the same time.
     """
     path, _ = _check_append_args(out, path, lock, writer, count, MAX_WAIT)
+    if start is not None:
+        _wait_at(start, MAX_WAIT)
     written = 0
     for number in range(count):
         with lock:
@@ -328,13 +404,17 @@ def append_with(out: Any, path: str, lock: Any, writer: str, count: int) -> None
     out.put((writer, written))
 
 
-def append_try_finally(out: Any, path: str, lock: Any, writer: str, count: int, timeout: float = 10.0) -> None:
+def append_try_finally(
+    out: Any, path: str, lock: Any, writer: str, count: int, timeout: float = 10.0, *, start: Any = None
+) -> None:
     """Append ``count`` lines, each between ``lock.acquire(timeout=...)`` and ``release()``.
 
     Stops early, and says so in the count it puts on ``out``, if the lock
-    does not come within ``timeout`` seconds.
+    does not come within ``timeout`` seconds. ``start`` as for :func:`append_with`.
     """
     path, timeout = _check_append_args(out, path, lock, writer, count, timeout)
+    if start is not None:
+        _wait_at(start, MAX_WAIT)
     written = 0
     for number in range(count):
         if not lock.acquire(timeout=timeout):

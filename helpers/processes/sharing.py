@@ -21,6 +21,7 @@ they created (processes, managers, shared-memory segments) before returning.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing as mp
 import os
@@ -56,7 +57,7 @@ __all__ = [
 MECHANISMS = ("queue", "pipe", "manager", "shared_memory", "value_array")
 MAX_COUNT = 1_000_000  # upper bound on any loop count in this module
 MAX_BYTES = 200_000_000  # upper bound on any payload size (200 MB)
-SHM_DIR = "/dev/shm"
+_POSIX_SHM = os.name == "posix"  # as in multiprocessing.shared_memory
 
 
 def _check_lockable(name: str, value) -> None:
@@ -77,24 +78,30 @@ def _check_name(name) -> str:
 # --- Value and Array --------------------------------------------------------------------
 
 
-def add_to_value(counter, times: int, use_lock: bool = True) -> None:
+def add_to_value(counter, times: int, use_lock: bool = True, start=None, pause: float = 0.0) -> None:
     """Add 1 to ``counter.value``, ``times`` times; hold its lock per step if ``use_lock``.
 
     ``counter.value += 1`` reads, adds and writes: without the lock, two processes
-    can read the same old value, and one of the two updates is lost.
+    can read the same old value, and one of the two updates is lost. To make that
+    race show on every run, ``start`` (a ``Barrier`` shared by the racers) lines them
+    up, and ``pause`` seconds of sleep between the read and the write widen the window.
     """
     _check_lockable("counter", counter)
     _check_int("times", times, 0, MAX_COUNT)
     if not isinstance(use_lock, bool):
         raise TypeError(f"use_lock must be a bool, got {type(use_lock).__name__}")
-    if use_lock:
-        lock = counter.get_lock()
-        for _ in range(times):
-            with lock:
-                counter.value += 1
-    else:
-        for _ in range(times):
-            counter.value += 1
+    if start is not None and not hasattr(start, "wait"):
+        raise TypeError(f"start must be a Barrier or None, got {type(start).__name__}")
+    pause = _check_seconds("pause", pause, 1.0)
+    if start is not None:
+        start.wait(30)  # a racer that never arrives breaks the barrier: no hang
+    lock = counter.get_lock() if use_lock else contextlib.nullcontext()
+    for _ in range(times):
+        with lock:
+            current = counter.value  # the read ...
+            if pause:
+                time.sleep(pause)
+            counter.value = current + 1  # ... and the write: two steps, not one
 
 
 def add_to_each(array, times: int, amount: int = 1) -> None:
@@ -234,8 +241,27 @@ def double_shareable_list(name: str, out) -> None:
 
 
 def segment_exists(name: str) -> bool:
-    """True if a POSIX shared-memory segment called ``name`` exists (Linux: a file in /dev/shm)."""
-    return os.path.exists(os.path.join(SHM_DIR, _check_name(name).lstrip("/")))
+    """True if a shared-memory segment called ``name`` can still be opened.
+
+    On POSIX it asks ``shm_open`` (read-only, without touching the resource tracker);
+    on Linux that is the same as a file ``/dev/shm/<name>`` existing. Elsewhere (Windows)
+    it attaches with ``SharedMemory(name=...)`` and closes again at once.
+    """
+    _check_name(name)
+    if _POSIX_SHM:
+        import _posixshmem
+
+        try:
+            fd = _posixshmem.shm_open("/" + name.lstrip("/"), os.O_RDONLY, 0)
+        except FileNotFoundError:
+            return False
+        os.close(fd)
+        return True
+    try:
+        shared_memory.SharedMemory(name=name).close()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def format_seconds(seconds: float) -> str:

@@ -26,6 +26,7 @@ from helpers.processes.basics import (
     plain_text,
     put_squares,
     record_task,
+    wait_then_clean_up,
     wait_up_to,
 )
 
@@ -97,6 +98,24 @@ def test_terminate_and_kill():
     assert deaf.exitcode == -signal.SIGKILL
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_sigterm_handler_that_raises_runs_finally(method):
+    ctx = mp.get_context(method)
+    results = {}
+    for target in (wait_then_clean_up, None):
+        ready, cleaned_up = ctx.Event(), ctx.Event()
+        if target is None:  # the control: no handler, so SIGTERM ends the child at once
+            child = ctx.Process(target=wait_up_to, args=(30,), kwargs={"ready": ready})
+        else:
+            child = ctx.Process(target=target, args=(30, cleaned_up), kwargs={"ready": ready})
+        child.start()
+        assert ready.wait(timeout=30)
+        child.terminate()
+        child.join(timeout=10)
+        results[target is None] = (child.exitcode, cleaned_up.is_set())
+    assert results == {False: (128 + signal.SIGTERM, True), True: (-signal.SIGTERM, False)}
+
+
 def test_capture_child_stderr_collects_a_traceback():
     ctx = mp.get_context(METHODS[-1])
     with capture_child_stderr() as captured:
@@ -165,6 +184,7 @@ def test_put_squares_works_on_both_queue_kinds():
         (lambda: exit_with("1"), TypeError),
         (lambda: wait_up_to(-1), ValueError),
         (lambda: wait_up_to(1e6), ValueError),
+        (lambda: wait_then_clean_up(-1, None), ValueError),
         (lambda: ClockProcess(interval=-1), ValueError),
         (lambda: ClockProcess(max_ticks=0), ValueError),
         (lambda: collect(None, timeout=-1), ValueError),
@@ -204,3 +224,26 @@ def test_daemon_child_dies_with_its_parent():
     pid = int(result.stdout.split("pid ")[1].split()[0])
     time.sleep(0.2)
     assert not psutil.pid_exists(pid)
+
+
+def test_daemon_child_outlives_a_parent_that_calls_os_exit():
+    import psutil
+
+    script = [sys.executable, str(SCRIPTS / "daemon_script.py"), "--os-exit"]
+    with subprocess.Popen(script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as parent:
+        said = parent.stdout.readline()  # the orphan keeps the pipe open: read one line, not to EOF
+        assert parent.wait(timeout=60) == 0
+        orphan = psutil.Process(int(said.split("pid ")[1].split()[0]))
+        try:
+            assert orphan.is_running() and orphan.status() != psutil.STATUS_ZOMBIE
+        finally:
+            orphan.kill()
+            orphan.wait(timeout=10)
+        assert parent.communicate(timeout=30) == ("", "")
+
+
+def test_daemon_script_rejects_unknown_arguments():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "daemon_script.py"), "--bogus"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1 and "usage:" in result.stderr

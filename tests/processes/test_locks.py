@@ -13,6 +13,8 @@ from helpers.instruments.timeline import max_overlap
 from helpers.processes.basics import collect, join_all
 from helpers.processes.locks import (
     LINE_PATTERN,
+    NoLock,
+    PausedLock,
     add_many,
     append_in_pieces,
     append_try_finally,
@@ -62,11 +64,56 @@ def test_add_many_unlocked_never_gains():
     assert 0 < counter.value <= 4_000  # updates can be lost, never invented
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_add_many_with_pause_loses_updates_unless_locked(method):
+    ctx = mp.get_context(method)
+    totals = {}
+    for locked in (False, True):
+        counter, start = ctx.Value("i", 0), ctx.Barrier(3)
+        procs = start_all(
+            [
+                ctx.Process(
+                    target=add_many, args=(counter, 500), kwargs={"locked": locked, "pause": True, "start": start}
+                )
+                for _ in range(3)
+            ]
+        )
+        assert join_all(procs, timeout=60) == [0, 0, 0]
+        totals[locked] = counter.value
+    assert 0 < totals[False] < 1_500 and totals[True] == 1_500
+
+
+def test_no_lock_never_blocks():
+    no_lock = NoLock()
+    assert no_lock.acquire() and no_lock.acquire(timeout=0.1) and no_lock.acquire(False)
+    with no_lock as entered, no_lock:
+        assert entered is True
+    assert no_lock.release() is None and repr(no_lock) == "NoLock()"
+
+
+def test_paused_lock_pauses_after_each_acquire():
+    inner = threading.Lock()
+    paused = PausedLock(inner, 0.05)
+    started = time.monotonic()
+    assert paused.acquire() is True
+    assert time.monotonic() - started >= 0.05 and inner.locked()
+    assert paused.acquire(timeout=0.01) is False  # held: no pause, just False
+    paused.release()
+    assert paused.acquire(timeout=1) is True
+    paused.release()
+    assert not inner.locked()
+    with pytest.raises(TypeError):
+        PausedLock(object(), 0.1)
+    with pytest.raises(ValueError):
+        PausedLock(inner, 5.0)
+
+
 def test_add_many_in_process_and_zero_times():
     counter = mp.Value("i", 5)
     add_many(counter, 0, locked=True)
     add_many(counter, 3, locked=False)
-    assert counter.value == 8
+    add_many(counter, 2, locked=True, pause=True)
+    assert counter.value == 10
 
 
 def test_deposit_all_with_rlock_and_lock():
@@ -170,6 +217,40 @@ def test_grab_two_with_one_order_always_succeeds(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_grab_two_holding_first_lock_misses_rounds_only_in_opposite_orders(method):
+    ctx = mp.get_context(method)
+    a, b = ctx.Lock(), ctx.Lock()
+    got = {}
+    for label, second_order in (("same", (a, b)), ("opposite", (b, a))):
+        out, start = ctx.Queue(), ctx.Barrier(2)
+        kwargs = {"timeout": 0.01, "rounds": 50, "start": start, "hold": 0.0005}
+        procs = start_all(
+            [
+                ctx.Process(target=grab_two, args=(out, "one", a, b), kwargs=kwargs),
+                ctx.Process(target=grab_two, args=(out, "two", *second_order), kwargs=kwargs),
+            ]
+        )
+        got[label] = sum(r["got_both"] for r in collect(out, count=2, timeout=30))
+        assert join_all(procs, timeout=30) == [0, 0]
+    assert got["same"] == 100 and got["opposite"] < 100
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_writers_without_a_lock_tear_lines(method, tmp_path):
+    ctx = mp.get_context(method)
+    path, no_lock, out, start = tmp_path / "shared.txt", NoLock(), ctx.Queue(), ctx.Barrier(2)
+    procs = start_all(
+        [
+            ctx.Process(target=append_with, args=(out, path, no_lock, "with", 100), kwargs={"start": start}),
+            ctx.Process(target=append_try_finally, args=(out, path, no_lock, "try", 100), kwargs={"start": start}),
+        ]
+    )
+    assert dict(collect(out, count=2, timeout=30)) == {"with": 100, "try": 100}
+    assert join_all(procs, timeout=30) == [0, 0]
+    assert check_lines(path.read_text(encoding="utf-8"))["torn"] != []
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_two_writers_one_file(method, tmp_path):
     ctx = mp.get_context(method)
     path, lock, out = tmp_path / "shared.txt", ctx.Lock(), ctx.Queue()
@@ -226,6 +307,7 @@ def test_format_and_check_lines():
         (lambda: add_many(mp.Value("i", 0), 1, locked="yes"), TypeError),
         (lambda: add_many(mp.Value("i", 0, lock=False), 1, locked=False), TypeError),
         (lambda: add_many(mp.Value("i", 0), 1, locked=True, timeout=-1), ValueError),
+        (lambda: add_many(mp.Value("i", 0), 1, locked=True, pause=1), TypeError),
         (lambda: deposit(mp.Value("i", 0), object(), 1), TypeError),
         (lambda: deposit(mp.Value("i", 0), mp.Lock(), -5), ValueError),
         (lambda: deposit_all(queue.Queue(), mp.Value("i", 0), mp.RLock(), []), ValueError),
@@ -235,6 +317,7 @@ def test_format_and_check_lines():
         (lambda: use_resource(queue.Queue(), threading.Semaphore(1), 0, seconds=60), ValueError),
         (lambda: grab_two(queue.Queue(), 1, mp.Lock(), mp.Lock()), TypeError),
         (lambda: grab_two(queue.Queue(), "a", mp.Lock(), mp.Lock(), rounds=0), ValueError),
+        (lambda: grab_two(queue.Queue(), "a", mp.Lock(), mp.Lock(), hold=2.0), ValueError),
         (lambda: format_line("Bad Writer", 1), ValueError),
         (lambda: format_line(3, 1), TypeError),
         (lambda: format_line("ok", 100_000), ValueError),

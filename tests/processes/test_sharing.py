@@ -9,6 +9,7 @@ from multiprocessing import shared_memory
 
 import pytest
 
+from helpers.processes import sharing
 from helpers.processes.basics import collect, join_all, put_squares
 from helpers.processes.sharing import (
     MECHANISMS,
@@ -42,6 +43,36 @@ def test_value_and_array_with_their_locks(method):
     assert join_all(procs, timeout=30) == [0, 0, 0, 0]
     assert counter.value == 4_000
     assert list(cells) == [2_000, 2_000, 2_000]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_lined_up_racers_lose_updates_without_the_lock(method):
+    ctx = mp.get_context(method)
+    counts = {}
+    for use_lock in (False, True):
+        counter, start = ctx.Value("i", 0), ctx.Barrier(2)
+        kwargs = {"use_lock": use_lock, "start": start, "pause": 0.0001}
+        procs = [ctx.Process(target=add_to_value, args=(counter, 500), kwargs=kwargs) for _ in range(2)]
+        for p in procs:
+            p.start()
+        assert join_all(procs, timeout=30) == [0, 0]
+        counts[use_lock] = counter.value
+    assert counts[True] == 1_000  # the lock closes even the widened window
+    assert counts[False] < 1_000  # lined up, with a pause between read and write: updates lost
+
+
+def test_segment_exists_on_both_branches(monkeypatch):
+    shm = shared_memory.SharedMemory(create=True, size=16)
+    try:
+        assert segment_exists(shm.name) and segment_exists("/" + shm.name)
+        monkeypatch.setattr(sharing, "_POSIX_SHM", False)  # the attach-and-close branch (Windows)
+        assert segment_exists(shm.name)
+    finally:
+        shm.close()
+        shm.unlink()
+    assert not segment_exists(shm.name)
+    monkeypatch.setattr(sharing, "_POSIX_SHM", True)
+    assert not segment_exists(shm.name)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -156,6 +187,8 @@ def test_payload():
         (lambda: add_to_value(mp.Value("i", 0), -1), ValueError),
         (lambda: add_to_value(mp.Value("i", 0), 1, use_lock="yes"), TypeError),
         (lambda: add_to_value(mp.Value("i", 0, lock=False), 1), TypeError),
+        (lambda: add_to_value(mp.Value("i", 0), 1, start="now"), TypeError),
+        (lambda: add_to_value(mp.Value("i", 0), 1, pause=-0.1), ValueError),
         (lambda: add_to_each(mp.Array("i", 2), 1, amount=1.5), TypeError),
         (lambda: add_to_each([1, 2], 1), TypeError),
         (lambda: square_tasks(queue.SimpleQueue(), queue.Queue()), TypeError),
