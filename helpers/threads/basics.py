@@ -78,13 +78,14 @@ def _check_str(name: str, value: Any) -> str:
 def append_shared(item: str, out=None) -> None:
     """Append ``item`` to this process's :data:`SHARED_LIST`.
 
-    With ``out`` (a queue), also report whether the append is visible here, in
-    the process that made it: ``True`` in a thread and in a child alike.
+    With ``out`` (a queue), also put a copy of the list as this process sees it
+    after the append: a child process reports its own copy, which the parent's
+    list can then be compared with.
     """
     _check_str("item", item)
     SHARED_LIST.append(item)
     if out is not None:
-        out.put(SHARED_LIST[-1] == item)
+        out.put(list(SHARED_LIST))
 
 
 def reset_shared() -> None:

@@ -36,15 +36,32 @@ def test_append_shared_process_changes_only_its_own_copy(method):
         pytest.skip(f"{method} is not available here")
     ctx = mp.get_context(method)
     reset_shared()
+    th.SHARED_LIST.append("before the child")
     out = ctx.Queue()
     child = ctx.Process(target=append_shared, args=("from a process", out))
     child.start()
-    assert out.get(timeout=30) is True
+    childs_list = out.get(timeout=30)
     child.join(timeout=30)
     out.close()
     out.join_thread()
     assert child.exitcode == 0
-    assert th.SHARED_LIST == []
+    # fork copies the parent's list as it was; spawn imports the module afresh
+    expected = ["before the child"] if method == "fork" else []
+    assert childs_list == [*expected, "from a process"]
+    assert th.SHARED_LIST == ["before the child"]
+    reset_shared()
+
+
+def test_append_shared_reports_its_own_list_in_a_thread():
+    import queue
+
+    reset_shared()
+    out = queue.Queue()
+    append_shared("a", out)
+    append_shared("b", out)
+    assert [out.get(timeout=1), out.get(timeout=1)] == [["a"], ["a", "b"]]
+    assert th.SHARED_LIST == ["a", "b"]
+    reset_shared()
 
 
 def test_append_shared_rejects_non_str():
