@@ -6,12 +6,18 @@ turns the plain ``time.sleep`` below into a cooperative sleep, so each greenlet 
 without blocking the others. It prints the same JSON object.
 
 Monkey-patching changes the whole process, which is why it lives in a script of its own
-and never runs inside the notebook's kernel.
+and never runs inside the notebook's kernel. ``python -m`` imports the packages ``helpers``
+and ``helpers.scripts`` before this file; they import nothing, and the JSON's
+``loaded_before_patch`` lists any of socket, select, ssl, threading that were loaded anyway.
 """
 
-from gevent import monkey
+import sys
 
-monkey.patch_all()  # first, before anything else imports socket, time or threading
+LOADED_BEFORE_PATCH = sorted(name for name in ("socket", "select", "ssl", "threading") if name in sys.modules)
+
+from gevent import monkey  # noqa: E402
+
+monkey.patch_all()  # first, before anything else imports socket, select, ssl or threading
 
 import time  # noqa: E402  (patched: time.sleep now yields to gevent's hub)
 
@@ -33,7 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     completed = sleep_all(args.tasks, args.seconds)
     wall = time.perf_counter() - start
-    print(report("gevent", args, completed, wall, rss_before, gevent=gevent.__version__))
+    print(
+        report(
+            "gevent",
+            args,
+            completed,
+            wall,
+            rss_before,
+            gevent=gevent.__version__,
+            loaded_before_patch=LOADED_BEFORE_PATCH,
+        )
+    )
     return 0 if completed == args.tasks else 1
 
 

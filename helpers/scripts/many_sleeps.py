@@ -4,8 +4,9 @@
 
 Starts N sleeps of DELAY seconds (0.1 by default) that all overlap, in one of four ways
 (KIND): gevent greenlets (``gevent.sleep``; no monkey-patching), asyncio tasks
-(``asyncio.sleep``), one thread per sleep (``time.sleep``), or threads-gated, where every
-thread is started first and all sleep together, so that all N threads are alive at once.
+(``asyncio.sleep``), one thread per sleep (``time.sleep``), or threads-gated. Greenlets, tasks
+and gated threads wait at a gate until all N have started, so that all N are paused at once
+however long starting them takes; plain ``threads`` sleep as soon as each one starts.
 Prints one JSON line: the wall time, how many sleeps completed, the most that were asleep at
 the same moment, and the process's peak memory before and after. A fresh process per run
 keeps the memory high-water marks apart: ``helpers.coroutines.gevent_basics.measure_sleeps``
@@ -22,6 +23,7 @@ import threading
 import time
 
 import gevent
+import gevent.event
 
 from helpers.instruments.measure import peak_memory_kib
 
@@ -32,10 +34,14 @@ MAX_SLEEPS = 20_000
 def sleep_in_greenlets(n: int, delay: float, timeout: float) -> tuple[int, int, str]:
     """``n`` greenlets each call ``gevent.sleep(delay)``; return (completed, most asleep at once, error)."""
     count = {"asleep": 0, "peak": 0}  # one OS thread, no switch between these lines: no lock needed
+    all_started = gevent.event.Event()  # the gate: none sleeps before all n have started
 
     def sleeper() -> None:
         count["asleep"] += 1
         count["peak"] = max(count["peak"], count["asleep"])
+        if count["asleep"] == n:
+            all_started.set()  # the last one to start opens the gate
+        all_started.wait(timeout)
         gevent.sleep(delay)
         count["asleep"] -= 1
 
@@ -48,14 +54,18 @@ def sleep_in_tasks(n: int, delay: float, timeout: float) -> tuple[int, int, str]
     """``n`` asyncio tasks each ``await asyncio.sleep(delay)``; the same numbers."""
     count = {"asleep": 0, "peak": 0}
 
-    async def sleeper() -> None:
+    async def sleeper(all_started: asyncio.Event) -> None:
         count["asleep"] += 1
         count["peak"] = max(count["peak"], count["asleep"])
+        if count["asleep"] == n:
+            all_started.set()  # the last one to start opens the gate
+        await all_started.wait()  # the gather's wait_for bounds this wait
         await asyncio.sleep(delay)
         count["asleep"] -= 1
 
     async def sleep_all() -> int:
-        results = await asyncio.wait_for(asyncio.gather(*(sleeper() for _ in range(n))), timeout)
+        all_started = asyncio.Event()
+        results = await asyncio.wait_for(asyncio.gather(*(sleeper(all_started) for _ in range(n))), timeout)
         return len(results)
 
     return asyncio.run(sleep_all()), count["peak"], ""  # a script starts its own event loop

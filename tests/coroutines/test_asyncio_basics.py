@@ -42,6 +42,19 @@ def test_sleep_scripts_print_one_json_line(module):
     assert result["completed"] == result["tasks"] == 200
     assert result["wall_s"] >= 0.05
     assert result["peak_rss_mib"] >= result["rss_before_mib"] > 0
+    if module == "asyncio_vs_gevent_sleeps":
+        assert result["loaded_before_patch"] == []  # patch_all() ran before socket, threading...
+
+
+def test_gevent_sleep_script_reports_a_module_imported_too_early():
+    """The ``loaded_before_patch`` check can fail: import socket first, then run the script."""
+    code = (
+        "import socket, runpy, sys; sys.argv = ['sleeps', '--tasks', '10', '--seconds', '0.01'];"
+        " runpy.run_module('helpers.scripts.asyncio_vs_gevent_sleeps', run_name='__main__')"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stderr == ""
+    assert "socket" in json.loads(run.stdout)["loaded_before_patch"]
 
 
 def test_sleep_script_rejects_bad_arguments():

@@ -97,9 +97,14 @@ def test_sleep_many_in_process(kind, n):
     assert result["elapsed"] < 5
 
 
-def test_gated_threads_are_all_asleep_at_once():
-    result = many_sleeps.sleep_many("threads-gated", 50, 0.2, timeout=10)
-    assert result["peak_concurrent"] == 50
+# gevent and asyncio: a delay far shorter than starting n takes, so without the gate the first
+# would wake early; gated threads pass their gate one by one, so they need a longer sleep
+@pytest.mark.parametrize(
+    "kind, n, delay", [("threads-gated", 50, 0.2), ("gevent", 2000, 0.001), ("asyncio", 2000, 0.001)]
+)
+def test_gated_kinds_are_all_asleep_at_once(kind, n, delay):
+    result = many_sleeps.sleep_many(kind, n, delay, timeout=10)
+    assert result["completed"] == result["peak_concurrent"] == n
 
 
 def test_measure_sleeps_runs_a_child():
@@ -146,14 +151,30 @@ def test_gevent_patched_script(flag):
     )
     assert proc.returncode == 0 and proc.stderr == ""
     report = json.loads(proc.stdout)
+    assert report["loaded before patching"] == []  # the helpers packages import nothing
     if flag:
         assert report["time.sleep is gevent.sleep"] is False
+        assert report["threading patched"] is False and report["threading.get_ident is gevent's"] is False
+        assert report["thread OS threads"] == report["sleepers"] == 10  # real threads
         assert report["greenlet sleeps seconds"] >= 0.95
     else:
         assert report["time.sleep is gevent.sleep"] is True
         assert report["socket.socket is gevent.socket.socket"] is True
+        assert report["threading patched"] is True and report["threading.get_ident is gevent's"] is True
+        assert report["thread OS threads"] == 1  # 100 "threads", all greenlets of one OS thread
         assert report["greenlet sleeps seconds"] < 5  # about 0.1 s; 10 s if it did not overlap
         assert report["echoed correctly"] == report["echo clients"] == 50
+
+
+def test_gevent_patched_script_reports_a_module_imported_too_early():
+    """The "loaded before patching" check can fail: import threading first, then run the script."""
+    code = (
+        "import threading, runpy, sys; sys.argv = ['gevent_patched', '--no-patch'];"
+        " runpy.run_module('helpers.scripts.gevent_patched', run_name='__main__')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert json.loads(proc.stdout)["loaded before patching"] == ["threading"]
 
 
 # --------------------------------------------------------------------------- clean-up
