@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,6 +78,7 @@ __all__ = [
     "expected_results",
     "run_sequential",
     "warm_up",
+    "results_by",
     "ready",
     "run_threads",
     "in_worker",
@@ -143,15 +144,13 @@ def _check_url(url: Any) -> str:
 
 
 def _cpu_seconds() -> float:
-    """CPU time (user + system) of this process and of its reaped children."""
-    try:
-        import resource
-    except ImportError:  # Windows: os.times has no children's times there either
-        times = os.times()
-        return times.user + times.system
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    """CPU time (user + system) of this process, all its threads, and nothing else.
+
+    Not ``RUSAGE_CHILDREN``: that counts only children this process has reaped, and a
+    ``forkserver`` pool's workers are children of the fork server, which outlives the run.
+    A pool process reports its own CPU time instead (:func:`in_worker`).
+    """
+    return time.process_time()
 
 
 # --------------------------------------------------------------------------- the tasks
@@ -271,9 +270,9 @@ async def async_count_primes(start: int, stop: int) -> int:
     return count_primes_in_range(start, stop)
 
 
-def in_worker(function: Callable[..., Any], args: tuple) -> tuple[Any, int, int]:
-    """Run one task in a pool process; return (value, pid, this process's peak memory in KiB)."""
-    return function(*args), os.getpid(), peak_memory_kib()
+def in_worker(function: Callable[..., Any], args: tuple) -> tuple[Any, int, int, float]:
+    """Run one task in a pool process; return (value, pid, this process's peak memory in KiB, its CPU seconds so far)."""
+    return function(*args), os.getpid(), peak_memory_kib(), time.process_time()
 
 
 def ready(pause: float) -> int:
@@ -331,40 +330,61 @@ def run_sequential(function: Callable[..., Any], tasks: list[tuple]) -> list:
     return [function(*args) for args in tasks]
 
 
-def warm_up(pool: Executor, timeout: float) -> float:
-    """Start every worker of ``pool`` (one short task each); return how long that took."""
+def results_by(futures: Sequence[Future], deadline: float) -> list:
+    """The results of ``futures`` in their order, all of them by ``deadline`` (a ``time.monotonic()`` value).
+
+    One bound for the lot, not one per future: raises ``TimeoutError`` (after cancelling
+    what has not started) if any is unfinished at the deadline.
+    """
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+        raise TypeError(f"deadline must be a time.monotonic() value, got {type(deadline).__name__}")
+    futures = list(futures)
+    _done, not_done = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+    if not_done:
+        for future in not_done:
+            future.cancel()
+        raise TimeoutError(f"{len(not_done)} of {len(futures)} tasks unfinished at the deadline")
+    return [future.result(timeout=0) for future in futures]
+
+
+def warm_up(pool: Executor, deadline: float) -> float:
+    """Start every worker of ``pool`` (one short task each) by ``deadline``; return how long that took."""
     start = time.perf_counter()
-    for future in [pool.submit(ready, 0.01) for _ in range(WORKERS)]:
-        future.result(timeout=timeout)
+    results_by([pool.submit(ready, 0.01) for _ in range(WORKERS)], deadline)
     return time.perf_counter() - start
 
 
 def run_threads(function: Callable[..., Any], tasks: list[tuple], timeout: float) -> tuple[list, float]:
     """The threads model: a pool of :data:`WORKERS` threads; returns the values and the pool's start-up time."""
+    deadline = time.monotonic() + timeout  # one bound for the whole run, start-up included
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="compare") as pool:
-        startup = warm_up(pool, timeout)
+        startup = warm_up(pool, deadline)
         futures = [pool.submit(function, *args) for args in tasks]
-        return [f.result(timeout=timeout) for f in futures], startup
+        return results_by(futures, deadline), startup
 
 
 def run_processes(
     function: Callable[..., Any], tasks: list[tuple], timeout: float, start_method: str
-) -> tuple[list, int, float]:
+) -> tuple[list, int, float, float]:
     """The processes model: a pool of :data:`WORKERS` processes.
 
-    Returns the values, the sum of the pool processes' peak memory (KiB), and the pool's start-up time.
+    Returns the values, the sum of the pool processes' peak memory (KiB), the sum of their
+    CPU seconds (each process's last report), and the pool's start-up time.
     """
     import multiprocessing
 
+    deadline = time.monotonic() + timeout  # one bound for the whole run, start-up included
     context = multiprocessing.get_context(start_method)
     with ProcessPoolExecutor(max_workers=WORKERS, mp_context=context) as pool:
-        startup = warm_up(pool, timeout)
+        startup = warm_up(pool, deadline)
         futures = [pool.submit(in_worker, function, args) for args in tasks]
-        answers = [f.result(timeout=timeout) for f in futures]
+        answers = results_by(futures, deadline)
     peaks: dict[int, int] = {}
-    for _, pid, peak in answers:
+    cpus: dict[int, float] = {}
+    for _, pid, peak, cpu in answers:
         peaks[pid] = max(peaks.get(pid, 0), peak)
-    return [value for value, _, _ in answers], sum(peaks.values()), startup
+        cpus[pid] = max(cpus.get(pid, 0.0), cpu)
+    return [answer[0] for answer in answers], sum(peaks.values()), sum(cpus.values()), startup
 
 
 def run_gevent(function: Callable[..., Any], tasks: list[tuple], timeout: float) -> list:
@@ -402,8 +422,9 @@ def run_in_this_process(
 
     Meant for a fresh interpreter (``python -m helpers.scripts.compare_models``):
     the peak memory is this process's high-water mark (plus, for ``processes``,
-    the sum of each pool process's own peak), the CPU time counts this process and
-    its finished children. The dict holds model, workload, ``wall`` and ``cpu``
+    the sum of each pool process's own peak), the CPU time is this process's plus, for
+    ``processes``, each pool process's own (reported with its last result). ``timeout``
+    bounds all the tasks together (for a pool, start-up included). The dict holds model, workload, ``wall`` and ``cpu``
     seconds, ``startup`` (of ``wall``: starting the pool's workers, each with one
     short warm-up task; 0 without a pool), ``peak_kib``, ``tasks``, ``concurrency`` (tasks that can run at once),
     ``done`` (clients served, for ``idle``; tasks finished otherwise) and ``ok``
@@ -424,19 +445,19 @@ def run_in_this_process(
     start = time.perf_counter()
     deadline = time.time() + IDLE_BUDGET
     function, coroutine_function, tasks = workload_tasks(workload, url, deadline, shares)
-    children_kib, startup = 0, 0.0
+    children_kib, children_cpu, startup = 0, 0.0, 0.0
     if model == "sequential":
         values = run_sequential(function, tasks)
     elif model == "threads":
         values, startup = run_threads(function, tasks, timeout)
     elif model == "processes":
-        values, children_kib, startup = run_processes(function, tasks, timeout, start_method)
+        values, children_kib, children_cpu, startup = run_processes(function, tasks, timeout, start_method)
     elif model == "gevent":
         values = run_gevent(function, tasks, timeout)
     else:
         values = run_asyncio(coroutine_function, tasks, timeout)
     wall = time.perf_counter() - start
-    cpu = _cpu_seconds() - cpu_before
+    cpu = _cpu_seconds() - cpu_before + children_cpu
     if workload == "cpu":
         ok, done = sum(values) == expected, len(values)
     elif workload == "io":

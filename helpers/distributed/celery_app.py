@@ -54,7 +54,9 @@ MAX_SLOW_SECONDS = 60.0
 
 def create_app() -> Celery:
     """The book's Celery app: JSON messages, one queue, and no more tasks fetched than a worker can run at once."""
-    visibility_timeout = 5  # seconds: an unacknowledged message is redelivered after this
+    # seconds: a message left unacknowledged this long goes back to the queue at the broker's
+    # next sweep, even while a worker still runs it or holds it for its ETA or countdown
+    visibility_timeout = 5
     app = Celery("book")
     app.conf.update(
         task_serializer="json",
@@ -221,8 +223,9 @@ def flaky(self, name: str, failures: int) -> dict:
 @app.task(
     bind=True,
     name="book.slow_square",
-    acks_late=True,  # acknowledge after the task has run, not when it is received
-    reject_on_worker_lost=True,  # a child killed mid-task puts the message back (setting: task_reject_on_worker_lost)
+    acks_late=True,  # acknowledge after the task has run, not just before it starts
+    # without this, a child killed mid-task gets its message acknowledged anyway (setting: task_reject_on_worker_lost)
+    reject_on_worker_lost=True,  # put the message back instead: a task that always kills its child loops for ever
 )
 def slow_square(self, name: str, x: int, seconds: float) -> dict:
     """Record this attempt (count and pid) in Redis, sleep ``seconds``, return x squared."""

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -34,6 +35,7 @@ from helpers.choosing.models import (
     prime_chunks,
     primes_below,
     ready,
+    results_by,
     run_asyncio,
     run_in_this_process,
     run_pair,
@@ -43,7 +45,7 @@ from helpers.choosing.models import (
     serve_idle,
     workload_tasks,
 )
-from helpers.instruments.workloads import count_primes, count_primes_in_range
+from helpers.instruments.workloads import count_primes, count_primes_in_range, square
 from helpers.threads.pools import DelayServer
 
 
@@ -109,13 +111,37 @@ def test_the_runners_return_values_in_task_order():
     values, startup = run_threads(count_primes_in_range, tasks, timeout=30)
     assert values == expected and startup > 0
     assert run_asyncio(async_count_primes, tasks, timeout=30) == expected
-    values, peak_kib, startup = run_processes(count_primes_in_range, tasks, timeout=60, start_method="spawn")
-    assert values == expected and peak_kib > 1000 and startup > 0
+    values, peak_kib, cpu, startup = run_processes(count_primes_in_range, tasks, timeout=60, start_method="spawn")
+    assert values == expected and peak_kib > 1000 and cpu > 0 and startup > 0
+
+
+@pytest.fixture(scope="module")
+def sequential_cpu_seconds():
+    return run_in_this_process("sequential", "cpu", timeout=120)["cpu"]
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_the_processes_model_counts_its_workers_cpu(start_method, sequential_cpu_seconds):
+    # Under forkserver the workers are the fork server's children: RUSAGE_CHILDREN never sees them.
+    report = run_in_this_process("processes", "cpu", start_method=start_method, timeout=120)
+    assert report["ok"] and report["cpu"] > 0.5 * sequential_cpu_seconds  # the workers did all the computing
+
+
+def test_results_by_bounds_all_the_futures_together():
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert results_by([pool.submit(square, x) for x in range(5)], time.monotonic() + 10) == [0, 1, 4, 9, 16]
+        start = time.monotonic()
+        futures = [pool.submit(time.sleep, 0.3) for _ in range(4)]
+        with pytest.raises(TimeoutError):
+            results_by(futures, start + 0.1)
+        assert time.monotonic() - start < 0.3  # one bound for all four, not 0.1 s each
+    with pytest.raises(TypeError):
+        results_by([], True)
 
 
 def test_in_worker_and_ready_report_the_process():
-    value, pid, peak = in_worker(count_primes_in_range, (0, 100))
-    assert value == 25 and pid == os.getpid() and peak > 1000
+    value, pid, peak, cpu = in_worker(count_primes_in_range, (0, 100))
+    assert value == 25 and pid == os.getpid() and peak > 1000 and 0 < cpu <= time.process_time()
     assert ready(0.0) == os.getpid()
     with pytest.raises(ValueError):
         ready(2.0)
