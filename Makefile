@@ -11,7 +11,7 @@ NB     ?= notebooks
 JB_STRICT := -W -n --keep-going
 
 # test-matrix reads these from make's command line or the environment.
-export PYTHONS START_METHODS COMBOS MATRIX_JOBS MATRIX_FRESH
+export PYTHONS START_METHODS COMBOS MATRIX_JOBS MATRIX_FRESH MATRIX_PREPARE_ONLY
 
 .PHONY: book test lint lab unit nbval test-spawn test-matrix check-html check-binder browser-packages setup system-packages bench execute freeze clean
 
