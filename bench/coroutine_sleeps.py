@@ -6,7 +6,9 @@ Each run starts ``--n`` tasks that each sleep ``--delay`` seconds, in a fresh
 Python process (``python -m helpers.scripts.many_sleeps``): gevent greenlets
 (``gevent.sleep``), asyncio tasks (``asyncio.sleep``), and one thread per task
 (``time.sleep``), plus ``threads-gated``, where every thread is started first and
-all sleep together, so that all ``--n`` threads are alive at once. Each model
+all sleep together, so that all ``--n`` threads are alive at once. Greenlets and tasks
+are gated the same way (they wait until all ``--n`` have started), so a model's wall
+time includes starting all of them before the first sleep begins. Each model
 runs ``--repeat`` times; the table shows the run with the best wall time, with
 its peak memory (VmHWM on Linux, else ru_maxrss) and the memory added by the run.
 If a model cannot start all its threads, the table says how many it started.
