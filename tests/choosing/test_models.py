@@ -255,7 +255,7 @@ def test_run_grid_keeps_the_fastest_of_repeated_runs():
 
 def test_run_grid_records_the_servers_peak_per_run():
     with DelayServer(delay=0.05) as server:
-        results = compare.run_grid(server.url, models=["threads", "asyncio"], workloads=["io"], server=server)
+        results = compare.run_grid(server.url, models=["asyncio", "threads"], workloads=["io"], server=server)
         assert server.served == 2 * compare.IO_REQUESTS
     peaks = {r.model: r.server_peak for r in results}
     assert peaks["threads"] == compare.WORKERS and peaks["asyncio"] > compare.WORKERS
