@@ -11,7 +11,16 @@ Linux). When an environment variable names an existing server instead
 it: nothing is started, and ``close`` leaves that server alone.
 
 Redis keeps nothing on disk (no RDB snapshots, no AOF). memcached runs with
-UDP off, and with ``-u nobody`` only when running as root, which it requires.
+UDP off; as root, which memcached refuses, it is started as ``nobody``.
+
+On Linux the servers are started through util-linux's ``setpriv --pdeathsig TERM``,
+so the kernel stops them if the thread that started them dies, even by SIGKILL.
+(A ``preexec_fn`` calling ``prctl`` would do the same, but running Python code
+between fork and exec is unsafe in a process with threads, such as a Jupyter
+kernel.) The parent-death signal follows the *thread* that forked: start servers
+from a thread that lives as long as they should, such as the main thread. It is
+also cleared when a process changes its user id, which is why memcached is made
+``nobody`` by ``setpriv`` itself rather than by memcached's own ``-u`` option.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ __all__ = [
     "running_services",
     "stop_all",
     "die_with_parent",
+    "pdeathsig_prefix",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -107,8 +117,9 @@ def find_binary(name: str) -> str:
 def _ping(kind: str, host: str, port: int, timeout: float = 0.5) -> bool:
     """Ask the server a protocol-level question; True when it answers correctly."""
     request, expected = {
-        "redis": (b"PING\r\n", b"+PONG"),
-        "memcached": (b"version\r\n", b"VERSION"),
+        # A server started with a password answers its protocol too: with -NOAUTH.
+        "redis": (b"PING\r\n", (b"+PONG", b"-NOAUTH")),
+        "memcached": (b"version\r\n", (b"VERSION",)),
     }[kind]
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
@@ -119,8 +130,34 @@ def _ping(kind: str, host: str, port: int, timeout: float = 0.5) -> bool:
     return reply.startswith(expected)
 
 
+def pdeathsig_prefix(user: str | None = None) -> list[str]:
+    """A command prefix that makes the kernel SIGTERM the command when its parent dies.
+
+    Linux with util-linux's ``setpriv`` only; elsewhere, or without ``setpriv``,
+    it is empty and the caller's ``atexit`` and ``close`` must stop the server.
+    With ``user``, ``setpriv`` also drops to that user (and its group) first, so
+    the death signal survives the change of user id.
+    """
+    if not sys.platform.startswith("linux"):
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return []
+    prefix = [setpriv]
+    if user is not None:
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        prefix += [f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"]
+    return [*prefix, "--pdeathsig", "TERM", "--"]
+
+
 def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux only: ask the kernel to SIGTERM the server if its parent dies."""
+    """Linux only: ask the kernel to SIGTERM the server if its parent dies.
+
+    For ``preexec_fn``; prefer :func:`pdeathsig_prefix`, which runs no Python
+    code between fork and exec.
+    """
     try:
         import ctypes
 
@@ -129,6 +166,19 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child before ex
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except Exception:
         pass
+
+
+def _ping_redis_url(url: str, timeout: float = 0.5) -> bool:
+    """PING through redis-py, which handles a URL's password, TLS (rediss://) and db."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
 
 
 _live: weakref.WeakSet[Service] = weakref.WeakSet()
@@ -145,6 +195,8 @@ class Service:
     process: subprocess.Popen | None = field(default=None, repr=False)
     workdir: Path | None = field(default=None, repr=False)
     command: list[str] = field(default_factory=list, repr=False)
+    #: For an external Redis: the ``REDIS_URL`` it came from, with its password, TLS and db.
+    given_url: str | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
@@ -152,7 +204,9 @@ class Service:
 
     @property
     def url(self) -> str:
-        """``redis://host:port/0`` for Redis, ``host:port`` for memcached."""
+        """``redis://host:port/0`` for Redis (or ``REDIS_URL`` as given), ``host:port`` for memcached."""
+        if self.given_url is not None:
+            return self.given_url
         if self.kind == "redis":
             return f"redis://{self.host}:{self.port}/0"
         return self.address
@@ -163,10 +217,12 @@ class Service:
 
     def is_running(self) -> bool:
         if self.external:
-            return _ping(self.kind, self.host, self.port)
+            return self.ping()
         return self.process is not None and self.process.poll() is None
 
     def ping(self) -> bool:
+        if self.given_url is not None:
+            return _ping_redis_url(self.given_url)
         return _ping(self.kind, self.host, self.port)
 
     def log(self) -> str:
@@ -244,7 +300,6 @@ def _launch(kind: str, build_command, port: int | None, timeout: float) -> Servi
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
-                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
         finally:
             log.close()
@@ -300,14 +355,16 @@ def start_redis(
         parsed = urlparse(env_url)
         if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
             raise ValueError(f"REDIS_URL must look like redis://host:port/0, got {env_url!r}")
-        service = Service("redis", parsed.hostname, parsed.port or 6379, external=True)
+        service = Service("redis", parsed.hostname, parsed.port or 6379, external=True, given_url=env_url)
         if not service.ping():
-            raise ServiceError(f"REDIS_URL={env_url} does not answer PING")
+            shown = env_url.replace(parsed.password, "***") if parsed.password else env_url
+            raise ServiceError(f"REDIS_URL={shown} does not answer PING (or refuses its password)")
         return service
     binary = find_binary("redis-server")
 
     def command(port: int, workdir: Path) -> list[str]:
         cmd = [
+            *pdeathsig_prefix(),
             binary,
             "--bind",
             LOOPBACK,
@@ -370,9 +427,11 @@ def start_memcached(
 
     def command(port: int, workdir: Path) -> list[str]:
         cmd = [binary, "-l", LOOPBACK, "-p", str(port), "-U", "0", "-m", str(memory_mb)]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
+        as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+        prefix = pdeathsig_prefix(user="nobody" if as_root else None)
+        if as_root and not prefix:
             cmd += ["-u", "nobody"]  # memcached refuses to run as root without -u
-        return cmd + extra
+        return prefix + cmd + extra
 
     return _launch("memcached", command, port, timeout)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import psutil
@@ -51,7 +53,12 @@ def test_memcached_starts_answers_and_stops():
         assert roundtrip(mc.host, mc.port, b"set k 0 0 1\r\nv\r\nget k\r\n").startswith(b"STORED\r\nVALUE k 0 1\r\nv")
         cmdline = psutil.Process(mc.pid).cmdline()
         assert "-U" in cmdline and cmdline[cmdline.index("-U") + 1] == "0"  # UDP off
-        assert ("-u" in cmdline) == (os.geteuid() == 0)  # -u nobody only as root
+        process = psutil.Process(mc.pid)
+        if os.geteuid() == 0:  # memcached refuses root: it runs as nobody, by setpriv or its own -u
+            assert process.username() == "nobody"
+            assert ("-u" in cmdline) == (services.pdeathsig_prefix() == [])
+        else:
+            assert "-u" not in cmdline and process.uids().real == os.getuid()
         assert cmdline[cmdline.index("-m") + 1] == "8"
     finally:
         mc.close()
@@ -111,6 +118,53 @@ def test_redis_url_override_uses_existing_server(monkeypatch):
         assert pointer.external and pointer.port == real.port and pointer.pid is None
         pointer.close()  # must leave the existing server running
         assert real.ping()
+
+
+def test_redis_url_keeps_its_password_and_db(monkeypatch):
+    with start_redis(extra_args=["--requirepass", "s3cret"]) as real:
+        url = f"redis://:s3cret@127.0.0.1:{real.port}/2"
+        monkeypatch.setenv("REDIS_URL", url)
+        pointer = start_redis()
+        assert pointer.external and pointer.url == url and pointer.ping()
+        monkeypatch.setenv("REDIS_URL", f"redis://:wrong@127.0.0.1:{real.port}/0")
+        with pytest.raises(ServiceError, match=r"redis://:\*\*\*@.*refuses its password") as failure:
+            start_redis()
+        assert "wrong" not in str(failure.value)
+
+
+@pytest.mark.skipif(not services.pdeathsig_prefix(), reason="needs Linux and util-linux's setpriv")
+def test_servers_die_with_the_process_that_started_them():
+    # A parent that starts both servers and is then SIGKILLed: no atexit, no close().
+    script = (
+        "import sys, time\n"
+        "from helpers.instruments.services import start_memcached, start_redis\n"
+        "r, m = start_redis(use_env=False), start_memcached(use_env=False)\n"
+        "print(r.pid, m.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+        time.sleep(1)  # memcached may answer before it drops root: let it settle first
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        parent.stdout.close()
+
+    def ended(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 10
+    while not all(ended(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [p for p in pids if not ended(p)]
+    for pid in survivors:
+        psutil.Process(pid).kill()
+    assert survivors == []
 
 
 def test_memcached_servers_override(monkeypatch):
