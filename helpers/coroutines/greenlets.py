@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,11 @@ class SwitchRecorder:
     ``greenlet-2``... in the order first seen. Recording stops silently after
     ``max_events`` switches (``overflowed`` then becomes True), because a trace
     function must never raise.
+
+    The recorder holds greenlets only through weak references and keeps their
+    names as strings in the events, so recording never keeps a greenlet alive:
+    one that nobody else references is still collected (and, if it was paused,
+    sent ``GreenletExit``) while the recorder runs.
     """
 
     def __init__(
@@ -85,7 +91,8 @@ class SwitchRecorder:
         self.main_name = main_name
         self.events: list[Switch] = []
         self.overflowed = False
-        self._names: dict[int, tuple[greenlet.greenlet, str]] = {}
+        self._names: weakref.WeakKeyDictionary[greenlet.greenlet, str] = weakref.WeakKeyDictionary()
+        self._unnamed = 0  # how many "greenlet-N" names were handed out
         self._previous: Any = None
         self._active = False
         for label, glet in (names or {}).items():
@@ -97,15 +104,16 @@ class SwitchRecorder:
             raise TypeError(f"glet must be a greenlet, got {type(glet).__name__}")
         if not isinstance(label, str) or not label:
             raise TypeError("label must be a non-empty str")
-        self._names[id(glet)] = (glet, label)  # keep glet alive so its id is not reused
+        self._names[glet] = label  # a weak reference: naming a greenlet does not keep it alive
         return glet
 
     def label(self, glet: greenlet.greenlet) -> str:
-        entry = self._names.get(id(glet))
-        if entry is None:
-            entry = (glet, f"greenlet-{sum(1 for _, n in self._names.values() if n.startswith('greenlet-')) + 1}")
-            self._names[id(glet)] = entry
-        return entry[1]
+        """The name of ``glet`` in the recording (a new ``greenlet-N`` if it has none yet)."""
+        label = self._names.get(glet)
+        if label is None:
+            self._unnamed += 1
+            label = self._names[glet] = f"greenlet-{self._unnamed}"
+        return label
 
     def _trace(self, event: str, args: tuple) -> None:
         if event not in ("switch", "throw"):
@@ -122,7 +130,7 @@ class SwitchRecorder:
         if self._active:
             raise RuntimeError("this SwitchRecorder is already recording")
         current = getcurrent()
-        if id(current) not in self._names:
+        if current not in self._names:
             self.name(current, self.main_name)
         self._previous = greenlet.settrace(self._trace)
         self._active = True
@@ -138,7 +146,7 @@ class SwitchRecorder:
         return [s.target for s in self.events]
 
     def forget_greenlets(self) -> None:
-        """Drop the references to named greenlets (the recorded events stay)."""
+        """Forget the names given to greenlets (the recorded events keep theirs)."""
         self._names.clear()
 
 

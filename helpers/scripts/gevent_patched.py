@@ -2,6 +2,7 @@
 
     python -m helpers.scripts.gevent_patched            # patched
     python -m helpers.scripts.gevent_patched --no-patch  # the same code, unpatched
+    python -m helpers.scripts.gevent_patched --monitor   # patched, with gevent's monitor thread on
 
 ``monkey.patch_all()`` must run first, before anything imports ``socket``,
 ``select``, ``ssl`` or ``threading``: it swaps their blocking functions for gevent's
@@ -12,7 +13,11 @@ threads and sockets would be swapped under it); that is why this is a script.
 Prints one JSON line: which modules were imported before patching, which functions are
 gevent's now, whether ``threading`` is patched and how many OS threads the plain
 ``threading.Thread`` objects really used, and how long plain ``time.sleep`` calls, those
-threads and a plain-``socket`` echo exchange took when run side by side.
+threads, a forked child, a plain-``socket`` echo exchange and plain ``urllib.request`` calls
+to a gevent WSGI server took.
+
+With ``--monitor``, it instead turns on gevent's monitor thread and lets one greenlet compute
+for 0.5 s without yielding: the monitor prints its report about the blocked hub to stderr.
 """
 
 import sys
@@ -20,17 +25,22 @@ import sys
 # What was imported before patching: patch_all() cannot fix a module someone already used.
 LOADED_BEFORE_PATCH = sorted(name for name in ("socket", "select", "ssl", "threading") if name in sys.modules)
 PATCH = "--no-patch" not in sys.argv[1:]
+MONITOR = "--monitor" in sys.argv[1:]
 if PATCH:
     from gevent import monkey
 
     monkey.patch_all()
 
 import json  # noqa: E402  (after patching, on purpose)
+import os  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+import urllib.request  # noqa: E402
 
 import gevent  # noqa: E402
+import gevent.os  # noqa: E402
+import gevent.pywsgi  # noqa: E402
 import gevent.socket  # noqa: E402
 import gevent.thread  # noqa: E402
 from gevent import monkey  # noqa: E402  (again: the unpatched run needs it for the checks)
@@ -103,7 +113,85 @@ def plain_socket_echo(clients: int) -> int:
     return sum(1 for g in results if g.successful() and g.value)
 
 
+def sleep_in_forked_child(count: int) -> int:
+    """Fork; the child sleeps in ``count`` greenlets and exits with how many finished in time."""
+    pid = os.fork()  # patched: gevent's fork, which re-initialises the hub in the child
+    if pid == 0:
+        greenlets = [gevent.spawn(time.sleep, 0.1) for _ in range(count)]
+        os._exit(len(gevent.joinall(greenlets, timeout=10)))
+    _, status = os.waitpid(pid, 0)  # patched: waits cooperatively; the child exits within its 10 s
+    return os.waitstatus_to_exitcode(status)
+
+
+def http_requests(count: int, seconds: float) -> dict:
+    """``count`` greenlets fetch a URL with plain urllib.request from a gevent WSGI server.
+
+    The server's handler sleeps ``seconds`` (plain ``time.sleep``, patched) and counts
+    how many requests it is handling at once.
+    """
+    inside = {"now": 0, "peak": 0}  # one OS thread, no switch between these lines: no lock needed
+
+    def app(environ, start_response):
+        inside["now"] += 1
+        inside["peak"] = max(inside["peak"], inside["now"])
+        time.sleep(seconds)
+        inside["now"] -= 1
+        body = environ["PATH_INFO"].encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    server = gevent.pywsgi.WSGIServer(("127.0.0.1", 0), app, log=None)
+    server.start()
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+
+    def fetch(i: int) -> bool:
+        with no_proxy.open(f"http://127.0.0.1:{server.server_port}/item/{i}", timeout=10) as response:
+            return response.read() == b"/item/%d" % i
+
+    start = time.perf_counter()
+    clients = [gevent.spawn(fetch, i) for i in range(count)]
+    gevent.joinall(clients, timeout=30)
+    elapsed = time.perf_counter() - start
+    server.stop(timeout=5)
+    return {
+        "http requests": count,
+        "http handler seconds": seconds,
+        "http answered correctly": sum(1 for c in clients if c.successful() and c.value),
+        "http most in the handler at once": inside["peak"],
+        "http seconds": elapsed,
+    }
+
+
+def crunch_numbers(seconds: float) -> None:
+    """Compute for ``seconds`` without ever yielding to the hub."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(range(1_000))
+
+
+def monitor_blocking() -> dict:
+    """Turn on gevent's monitor thread, then block the hub with crunch_numbers for 0.5 s."""
+    gevent.config.monitor_thread = True  # before the hub starts: a real thread, watching it
+    gevent.config.max_blocking_time = 0.1  # report a greenlet that keeps the hub away this long
+    ticks = []
+
+    def ticker() -> None:
+        ticks.append(time.perf_counter())
+        for _ in range(10):
+            time.sleep(0.02)
+            ticks.append(time.perf_counter())
+
+    gevent.joinall([gevent.spawn(ticker), gevent.spawn(crunch_numbers, 0.5)], timeout=10)
+    return {
+        "monitor thread running": gevent.get_hub().periodic_monitoring_thread is not None,
+        "ticker's longest gap": max(b - a for a, b in zip(ticks, ticks[1:])),
+    }
+
+
 def main() -> int:
+    if MONITOR:
+        print(json.dumps(monitor_blocking()))
+        return 0
     report = {
         "patched": PATCH,
         "loaded before patching": LOADED_BEFORE_PATCH,
@@ -118,11 +206,14 @@ def main() -> int:
     start = time.perf_counter()
     report["thread OS threads"] = sleep_in_threads(SLEEPERS)  # real threads overlap too, patched or not
     report["thread sleeps seconds"] = time.perf_counter() - start
-    if PATCH:  # unpatched, this would take CLIENTS * 0.05 s
+    if PATCH:  # unpatched, these would wait one after another
+        report["os.fork is gevent's"] = os.fork is gevent.os.fork
+        report["forked child's greenlets finished"] = sleep_in_forked_child(10)
         start = time.perf_counter()
         report["echo clients"] = CLIENTS
         report["echoed correctly"] = plain_socket_echo(CLIENTS)
         report["echo seconds"] = time.perf_counter() - start
+        report.update(http_requests(20, 0.2))
     print(json.dumps(report))
     return 0
 

@@ -47,12 +47,16 @@ def sleep_in_greenlets(n: int, delay: float, timeout: float) -> tuple[int, int, 
 
     greenlets = [gevent.spawn(sleeper) for _ in range(n)]
     done = gevent.joinall(greenlets, timeout=timeout)
-    return sum(g.successful() for g in done), count["peak"], ""
+    error = ""
+    if len(done) < n:  # report the timeout, and stop the rest
+        error = f"timed out after {timeout} s: {len(done)} of {n} sleeps finished"
+        gevent.killall(greenlets, timeout=5)
+    return sum(g.successful() for g in done), count["peak"], error
 
 
 def sleep_in_tasks(n: int, delay: float, timeout: float) -> tuple[int, int, str]:
     """``n`` asyncio tasks each ``await asyncio.sleep(delay)``; the same numbers."""
-    count = {"asleep": 0, "peak": 0}
+    count = {"asleep": 0, "peak": 0, "completed": 0}
 
     async def sleeper(all_started: asyncio.Event) -> None:
         count["asleep"] += 1
@@ -62,13 +66,18 @@ def sleep_in_tasks(n: int, delay: float, timeout: float) -> tuple[int, int, str]
         await all_started.wait()  # the gather's wait_for bounds this wait
         await asyncio.sleep(delay)
         count["asleep"] -= 1
+        count["completed"] += 1
 
-    async def sleep_all() -> int:
+    async def sleep_all() -> str:
         all_started = asyncio.Event()
-        results = await asyncio.wait_for(asyncio.gather(*(sleeper(all_started) for _ in range(n))), timeout)
-        return len(results)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(sleeper(all_started) for _ in range(n))), timeout)
+        except TimeoutError:  # wait_for cancelled the rest; report it instead of crashing
+            return f"timed out after {timeout} s: {count['completed']} of {n} sleeps finished"
+        return ""
 
-    return asyncio.run(sleep_all()), count["peak"], ""  # a script starts its own event loop
+    error = asyncio.run(sleep_all())  # a script starts its own event loop
+    return count["completed"], count["peak"], error
 
 
 def sleep_in_threads(n: int, delay: float, timeout: float, gated: bool) -> tuple[int, int, str]:
@@ -109,6 +118,8 @@ def sleep_in_threads(n: int, delay: float, timeout: float, gated: bool) -> tuple
     deadline = time.monotonic() + timeout
     for thread in threads:
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    if not error and count["completed"] < n:
+        error = f"timed out after {timeout} s: {count['completed']} of {n} sleeps finished"
     return count["completed"], count["peak"], error
 
 

@@ -107,6 +107,15 @@ def test_gated_kinds_are_all_asleep_at_once(kind, n, delay):
     assert result["completed"] == result["peak_concurrent"] == n
 
 
+@pytest.mark.parametrize("kind", ["gevent", "asyncio"])
+def test_sleep_many_reports_a_timeout(kind):
+    """A run that outlives its timeout returns what it got and says so; it does not raise."""
+    result = many_sleeps.sleep_many(kind, 20, delay=2.0, timeout=0.2)
+    assert result["completed"] == 0 and result["peak_concurrent"] == 20
+    assert result["error"] == "timed out after 0.2 s: 0 of 20 sleeps finished"
+    assert result["elapsed"] < 1.5  # it stopped at the timeout, not after the 2 s sleeps
+
+
 def test_measure_sleeps_runs_a_child():
     run = gd.measure_sleeps("gevent", 200, 0.02, timeout=60)
     assert isinstance(run, gd.SleepRun)
@@ -164,6 +173,25 @@ def test_gevent_patched_script(flag):
         assert report["thread OS threads"] == 1  # 100 "threads", all greenlets of one OS thread
         assert report["greenlet sleeps seconds"] < 5  # about 0.1 s; 10 s if it did not overlap
         assert report["echoed correctly"] == report["echo clients"] == 50
+        assert report["os.fork is gevent's"] is True and report["forked child's greenlets finished"] == 10
+        assert report["http answered correctly"] == report["http requests"] == 20
+        assert report["http most in the handler at once"] == 20  # every request in the handler at once
+        assert report["http seconds"] >= report["http handler seconds"] == 0.2
+
+
+def test_gevent_patched_monitor_reports_the_blocking_function():
+    proc = subprocess.run(
+        [sys.executable, "-m", "helpers.scripts.gevent_patched", "--monitor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    report = json.loads(proc.stdout)
+    assert report["monitor thread running"] is True
+    assert report["ticker's longest gap"] >= 0.45  # the hub was blocked for the whole computation
+    assert "crunch_numbers(0.5)> appears to be blocked" in proc.stderr
+    assert "in crunch_numbers\n" in proc.stderr
 
 
 def test_gevent_patched_script_reports_a_module_imported_too_early():

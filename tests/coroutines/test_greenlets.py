@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import greenlet
 import matplotlib
 import pytest
@@ -78,6 +81,36 @@ def test_recorder_names_unknown_greenlets_and_throws():
         ("switch", "greenlet-1", "main"),
     ]
     assert rec.ran() == ["greenlet-1", "main", "greenlet-1", "main"]
+
+
+def test_recorder_does_not_keep_greenlets_alive():
+    """A greenlet nobody else references is collected while recording; its events keep its name."""
+    cleanup = []
+
+    def pause():
+        try:
+            greenlet.getcurrent().parent.switch()
+        finally:
+            cleanup.append("finally ran")
+
+    with SwitchRecorder() as rec:
+        finished = rec.name(greenlet.greenlet(lambda: "done"), "finished")
+        assert finished.switch() == "done"
+        paused = rec.name(greenlet.greenlet(pause), "paused")
+        paused.switch()
+        unnamed = greenlet.greenlet(lambda: None)
+        unnamed.switch()
+        refs = [weakref.ref(g) for g in (finished, paused, unnamed)]
+        del finished, paused, unnamed
+        gc.collect()
+        assert [r() for r in refs] == [None, None, None]
+        assert cleanup == ["finally ran"]  # dropping the paused one threw GreenletExit into it
+        assert len(rec._names) == 1  # only the main greenlet is still named
+        later = greenlet.greenlet(lambda: None)
+        later.switch()
+    ran = ["finished", "main", "paused", "main", "greenlet-1", "main", "paused", "main", "greenlet-2", "main"]
+    assert rec.ran() == ran
+    assert [e.event for e in rec.events][6] == "throw"  # the collector's GreenletExit
 
 
 def test_recorder_takes_names_up_front():
