@@ -8,7 +8,8 @@ Used by chapter 12 (stop doing slow work twice: caching); chapter 14 (Redis) reu
 * :class:`TTLCache` is a small in-process cache whose entries expire after a
   time-to-live, with an injectable clock (:class:`ManualClock`) so tests need no sleeps.
 * :class:`CacheAside` wraps any ``get``/``set``/``delete`` backend (a ``TTLCache``,
-  a ``dict``, redis-py, pymemcache) in the cache-aside pattern, and counts hits and misses.
+  a ``dict``, redis-py, pymemcache) in the cache-aside pattern, and counts hits and misses;
+  with ``set_missing`` it also caches "known missing" (negative caching).
 * :func:`median_latency`, :func:`format_duration`, :func:`ladder_table` and
   :func:`plot_latency_ladder` measure and show how long one operation takes.
 """
@@ -29,6 +30,7 @@ __all__ = [
     "ManualClock",
     "TTLCache",
     "CacheAside",
+    "KNOWN_MISSING",
     "median_latency",
     "format_duration",
     "ladder_table",
@@ -36,6 +38,10 @@ __all__ = [
 ]
 
 _MISSING = object()
+
+#: What :class:`CacheAside` stores for a key the source does not have (negative caching).
+#: A string, so that every backend (Redis, memcached, a dict) can hold it.
+KNOWN_MISSING = "\x00known-missing"
 
 
 def _check_seconds(name: str, value: float, upper: float, *, allow_zero: bool = False) -> float:
@@ -60,15 +66,19 @@ class SlowSource:
 
     ``source(key)`` returns the stored value (or ``"value-of-<key>"`` for a key never
     written); ``source.write(key, value)`` changes the data, as an update to a
-    database would. ``calls`` counts reads, ``writes`` counts writes. The counts are
-    exact when many threads read at once (chapter 14's twenty readers do).
+    database would. With ``known_only=True`` a key never written reads as ``None``,
+    like a row that does not exist. ``calls`` counts reads, ``writes`` counts writes.
+    The counts are exact when many threads read at once (chapter 14's twenty readers do).
     """
 
-    def __init__(self, delay: float = 0.05, data: dict | None = None) -> None:
+    def __init__(self, delay: float = 0.05, data: dict | None = None, *, known_only: bool = False) -> None:
         self.delay = _check_seconds("delay", delay, 10.0, allow_zero=True)
         if data is not None and not isinstance(data, dict):
             raise TypeError(f"data must be a dict or None, got {type(data).__name__}")
+        if not isinstance(known_only, bool):
+            raise TypeError(f"known_only must be a bool, got {type(known_only).__name__}")
         self.data: dict = dict(data or {})
+        self.known_only = known_only
         self.calls = 0
         self.writes = 0
         self._guard = threading.Lock()  # `self.calls += 1` alone can lose a count between threads
@@ -79,7 +89,7 @@ class SlowSource:
         time.sleep(self.delay)  # the slow work: a query, a remote call, a big computation
         with self._guard:
             self.calls += 1
-        return self.data.get(key, f"value-of-{key}")
+        return self.data.get(key, None if self.known_only else f"value-of-{key}")
 
     def write(self, key: Hashable, value: Any) -> None:
         """Change the source's data (fast: only reads are slow here)."""
@@ -205,7 +215,13 @@ class CacheAside:
     value)`` saves to the source (``save``) and then deletes the cached copy
     (``delete``): the next read loads the new value. ``encode`` and ``decode`` turn
     values into what the backend stores (for example ``str.encode`` and
-    ``bytes.decode`` for memcached). ``None`` itself cannot be cached.
+    ``bytes.decode`` for memcached).
+
+    ``None`` from ``load`` means the source has no such key. Without ``set_missing``
+    that is an error (``None`` is what ``get`` returns on a miss, so it cannot be
+    cached). With ``set_missing(key, marker)``, which should store ``marker`` with a
+    short TTL of its own, ``read`` caches :data:`KNOWN_MISSING` instead and returns
+    ``None``; ``missing_hits`` counts the reads answered "known missing" from the cache.
     """
 
     def __init__(
@@ -218,24 +234,33 @@ class CacheAside:
         save: Callable[[Any, Any], Any] | None = None,
         encode: Callable[[Any], Any] | None = None,
         decode: Callable[[Any], Any] | None = None,
+        set_missing: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         for name, fn in (("load", load), ("get", get), ("set", set)):
             _check_callable(name, fn)
-        for name, fn in (("delete", delete), ("save", save), ("encode", encode), ("decode", decode)):
+        optional = (("delete", delete), ("save", save), ("encode", encode), ("decode", decode))
+        for name, fn in (*optional, ("set_missing", set_missing)):
             _check_callable(name, fn, optional=True)
         self.load, self._get, self._set, self._delete = load, get, set, delete
-        self.save, self.encode, self.decode = save, encode, decode
-        self.hits = self.misses = 0
+        self.save, self.encode, self.decode, self._set_missing = save, encode, decode, set_missing
+        self.hits = self.misses = self.missing_hits = 0
 
     def read(self, key: Any) -> Any:
         cached = self._get(key)
         if cached is not None:
             self.hits += 1
-            return cached if self.decode is None else self.decode(cached)
+            value = cached if self.decode is None else self.decode(cached)
+            if isinstance(value, str) and value == KNOWN_MISSING:  # negative caching: the source has no such key
+                self.missing_hits += 1
+                return None
+            return value
         self.misses += 1
         value = self.load(key)
         if value is None:
-            raise ValueError(f"the source returned None for {key!r}; None cannot be cached")
+            if self._set_missing is None:
+                raise ValueError(f"the source returned None for {key!r}; pass set_missing= to cache that")
+            self._set_missing(key, KNOWN_MISSING if self.encode is None else self.encode(KNOWN_MISSING))
+            return None
         self._set(key, value if self.encode is None else self.encode(value))
         return value
 

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from helpers.caching.basics import (
+    KNOWN_MISSING,
     CacheAside,
     ManualClock,
     SlowSource,
@@ -184,6 +185,42 @@ def test_cache_aside_encode_decode():
     store: dict = {}
     aside = CacheAside(lambda k: f"v{k}", store.get, store.__setitem__, encode=str.encode, decode=bytes.decode)
     assert aside.read(1) == "v1" and store[1] == b"v1" and aside.read(1) == "v1"
+
+
+def test_slow_source_known_only_reads_missing_keys_as_none():
+    source = SlowSource(delay=0, data={"a": 1}, known_only=True)
+    assert source("a") == 1 and source("b") is None and source.calls == 2
+    with pytest.raises(TypeError):
+        SlowSource(delay=0, known_only=1)
+
+
+def test_cache_aside_negative_caching_with_its_own_ttl():
+    clock = ManualClock()
+    source = SlowSource(delay=0, known_only=True)
+    cache = TTLCache(ttl=60, clock=clock)
+    aside = CacheAside(source, cache.get, cache.set, set_missing=lambda k, marker: cache.set(k, marker, ttl=5))
+    assert [aside.read("ghost") for _ in range(3)] == [None] * 3
+    assert source.calls == 1 and cache.get("ghost") == KNOWN_MISSING
+    assert (aside.hits, aside.misses, aside.missing_hits) == (2, 1, 2)
+    clock.advance(5)  # the marker's own short TTL ends; the next read asks the source again
+    source.write("ghost", "now here")
+    assert aside.read("ghost") == "now here" and source.calls == 2
+
+
+def test_cache_aside_negative_caching_encodes_the_marker():
+    store: dict = {}
+    aside = CacheAside(
+        lambda k: None,
+        store.get,
+        store.__setitem__,
+        encode=str.encode,
+        decode=bytes.decode,
+        set_missing=store.__setitem__,
+    )
+    assert aside.read("k") is None and store["k"] == KNOWN_MISSING.encode()
+    assert aside.read("k") is None and aside.missing_hits == 1
+    with pytest.raises(TypeError):
+        CacheAside(str, store.get, store.__setitem__, set_missing="no")
 
 
 def test_cache_aside_errors():
