@@ -5,8 +5,8 @@ Used by chapter 15 (choose a concurrency model, measured).
 The models are :data:`MODELS`: ``sequential`` (one loop), ``threads`` (a
 ``ThreadPoolExecutor`` of :data:`WORKERS` threads), ``processes`` (a
 ``ProcessPoolExecutor`` of :data:`WORKERS` processes; pools are started, and
-warmed up with one short task per worker, inside the timed run, and the start-up
-is also reported on its own), ``gevent`` (one greenlet per task, in a monkey-patched process) and
+warmed up until every worker has run one short task (:func:`warm_up`), inside the
+timed run, and the start-up is also reported on its own), ``gevent`` (one greenlet per task, in a monkey-patched process) and
 ``asyncio`` (one task per task, on one event loop). The workloads are
 :data:`WORKLOADS`:
 
@@ -39,8 +39,10 @@ import asyncio
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -275,10 +277,10 @@ def in_worker(function: Callable[..., Any], args: tuple) -> tuple[Any, int, int,
     return function(*args), os.getpid(), peak_memory_kib(), time.process_time()
 
 
-def ready(pause: float) -> int:
-    """The warm-up task: wait ``pause`` seconds (so each worker gets one), return the worker's pid."""
+def ready(pause: float) -> tuple[int, int]:
+    """The warm-up task: wait ``pause`` seconds, return who ran it: (pid, thread id)."""
     time.sleep(_check_seconds("pause", pause, 1.0))
-    return os.getpid()
+    return os.getpid(), threading.get_ident()
 
 
 # --------------------------------------------------------------------------- one pair, here
@@ -347,10 +349,18 @@ def results_by(futures: Sequence[Future], deadline: float) -> list:
     return [future.result(timeout=0) for future in futures]
 
 
-def warm_up(pool: Executor, deadline: float) -> float:
-    """Start every worker of ``pool`` (one short task each) by ``deadline``; return how long that took."""
+def warm_up(pool: Executor, deadline: float, workers: int = WORKERS) -> float:
+    """Start all ``workers`` workers of ``pool`` by ``deadline``; return how long that took.
+
+    One short task per worker is not enough: a worker that is ready first (under ``spawn``,
+    the others are still importing) can take two of them. So rounds of short tasks go out
+    until ``workers`` distinct workers (pid, thread) have each run one; ``TimeoutError`` at the deadline.
+    """
+    workers = _check_int("workers", workers, 1, 1024)
     start = time.perf_counter()
-    results_by([pool.submit(ready, 0.01) for _ in range(WORKERS)], deadline)
+    answered: set[tuple[int, int]] = set()
+    while len(answered) < workers:
+        answered.update(results_by([pool.submit(ready, 0.01) for _ in range(workers)], deadline))
     return time.perf_counter() - start
 
 
@@ -399,8 +409,11 @@ def run_gevent(function: Callable[..., Any], tasks: list[tuple], timeout: float)
         )
     greenlets = [gevent.spawn(function, *args) for args in tasks]
     gevent.joinall(greenlets, timeout=timeout)
+    unfinished = [g for g in greenlets if not g.dead]
+    gevent.killall(unfinished, timeout=5)
+    if unfinished:
+        raise TimeoutError(f"{len(unfinished)} of {len(greenlets)} greenlets unfinished after {timeout} s")
     failed = [g for g in greenlets if not g.successful()]
-    gevent.killall([g for g in greenlets if not g.dead], timeout=5)
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(greenlets)} greenlets failed: {failed[0].exception!r}")
     return [g.value for g in greenlets]
@@ -509,12 +522,36 @@ class PairResult:
         return self.peak_kib / 1024
 
 
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass  # nobody left in the group
+
+
+def _stop_session(proc: subprocess.Popen) -> None:
+    """Stop ``proc`` and every process in its group (``proc`` was started with ``start_new_session=True``).
+
+    SIGTERM first: it ends the child, its pool's workers and a fork server, while
+    multiprocessing's resource tracker ignores it, sees them gone and unlinks their
+    semaphores; SIGKILL for anything left after 5 s.
+    """
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.communicate(timeout=5)  # returns once every process holding its pipes has exited
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+
+
 def run_pair(
     model: str, workload: str, url: str | None = None, start_method: str | None = None, timeout: float = 120.0
 ) -> PairResult:
     """Run ``python -m helpers.scripts.compare_models`` for one pair and return what it printed.
 
-    Raises ``RuntimeError`` with the child's last stderr line if it fails.
+    Raises ``RuntimeError`` with the child's last stderr line if it fails, and
+    ``subprocess.TimeoutExpired`` after ``timeout`` seconds, once the child and everything it
+    started (it runs in a session of its own) have been killed.
     """
     model = _check_choice("model", model, MODELS)
     workload = _check_choice("workload", workload, WORKLOADS)
@@ -528,11 +565,20 @@ def run_pair(
     command = [sys.executable, "-m", "helpers.scripts.compare_models", model, workload, "--start-method", start_method]
     if url is not None:
         command += ["--url", url]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    # A session of its own: on timeout, the signal goes to the child and to every process it
+    # started (its pool's workers, a fork server); killing the child alone would orphan them.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException:  # the timeout, or an interrupt
+        _stop_session(proc)
+        raise
+    finally:
+        _signal_group(proc.pid, signal.SIGKILL)  # anything still in the group, even after a normal exit
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        last = (stderr.strip().splitlines() or ["(no stderr)"])[-1]
         raise RuntimeError(f"compare_models {model} {workload} exited with {proc.returncode}: {last}")
-    return PairResult(**json.loads(proc.stdout.strip().splitlines()[-1]))
+    return PairResult(**json.loads(stdout.strip().splitlines()[-1]))
 
 
 def run_grid(

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 import redis
 from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 
 from helpers.instruments.workloads import count_primes_in_range  # imported before the worker forks its children
 
@@ -41,6 +42,8 @@ __all__ = [
     "count_primes_task",
     "flaky",
     "slow_square",
+    "SOFT_LIMIT_MARKER",
+    "sleep_unless_stopped",
     "attempts_key",
     "started_key",
 ]
@@ -53,9 +56,9 @@ MAX_SLOW_SECONDS = 60.0
 
 
 def create_app() -> Celery:
-    """The book's Celery app: JSON messages, one queue, and no more tasks fetched than a worker can run at once."""
-    # seconds: a message left unacknowledged this long goes back to the queue at the broker's
-    # next sweep, even while a worker still runs it or holds it for its ETA or countdown
+    """The book's Celery app: JSON messages, one queue, and a prefetch multiplier of 1."""
+    # seconds: the Redis transport puts back in the queue a message left unacknowledged this long,
+    # at a worker's next sweep, even while a worker still runs it or holds it for its ETA or countdown
     visibility_timeout = 5
     app = Celery("book")
     app.conf.update(
@@ -66,9 +69,10 @@ def create_app() -> Celery:
         result_expires=3600,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": visibility_timeout},
-        result_backend_transport_options={"visibility_timeout": visibility_timeout},
         worker_hijack_root_logger=False,
-        worker_prefetch_multiplier=1,  # a worker holds only the tasks it can run now
+        # prefetch = 1 x concurrency unacknowledged messages; with early ack a running task is
+        # already acknowledged, so a worker may hold one running and one waiting per child
+        worker_prefetch_multiplier=1,
         worker_send_task_events=False,
         task_track_started=False,
     )
@@ -108,7 +112,13 @@ def configure(url: str) -> None:
 
 
 def _reset_connections() -> None:
-    """Forget the broker pool and the result backend built for an earlier URL."""
+    """Forget the broker pool and the result backend built for an earlier URL.
+
+    Celery has no public way to rebuild them for a new URL, so this touches private
+    attributes of ``Celery`` (``_pool``, ``_local``, ``_backend_cache``; checked against
+    Celery 5.7), best effort. A chapter configures its process once; this runs only when one
+    process is pointed at a second Redis server.
+    """
     pool = getattr(app, "_pool", None)
     if pool is not None:
         try:
@@ -117,13 +127,15 @@ def _reset_connections() -> None:
             pass
         app._pool = None
     local = getattr(app, "_local", None)
-    backend = getattr(local, "backend", None) if local is not None else None
-    if backend is not None:
+    backends = [getattr(local, "backend", None), getattr(app, "_backend_cache", None)]
+    for backend in filter(None, backends):
         try:
             backend.client.close()
         except Exception:  # pragma: no cover
             pass
-        app._local = threading.local()
+    app._local = threading.local()
+    if hasattr(app, "_backend_cache"):
+        app._backend_cache = None
     for client in _clients.values():
         client.close()
     _clients.clear()
@@ -226,6 +238,7 @@ def flaky(self, name: str, failures: int) -> dict:
     acks_late=True,  # acknowledge after the task has run, not just before it starts
     # without this, a child killed mid-task gets its message acknowledged anyway (setting: task_reject_on_worker_lost)
     reject_on_worker_lost=True,  # put the message back instead: a task that always kills its child loops for ever
+    # (bounded instead: retry_on_worker_lost=True, Celery 5.7+, resends it as a retry, up to max_retries)
 )
 def slow_square(self, name: str, x: int, seconds: float) -> dict:
     """Record this attempt (count and pid) in Redis, sleep ``seconds``, return x squared."""
@@ -244,3 +257,25 @@ def slow_square(self, name: str, x: int, seconds: float) -> dict:
         "pid": os.getpid(),
         "redelivered": bool((self.request.delivery_info or {}).get("redelivered")),
     }
+
+
+#: What :func:`sleep_unless_stopped` returns when its soft time limit stopped it.
+SOFT_LIMIT_MARKER = "stopped by the soft time limit"
+
+
+@app.task(name="book.sleep_unless_stopped")
+def sleep_unless_stopped(seconds: float) -> dict:
+    """Sleep ``seconds`` and say whether it finished or its soft time limit stopped it, and after how long.
+
+    The limit comes with the call (``apply_async(..., soft_time_limit=...)``): the prefork
+    pool's main process signals the child when it is reached, and ``SoftTimeLimitExceeded``
+    is raised wherever the task is, here in ``time.sleep``, so the task can clean up.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_SLOW_SECONDS:
+        raise ValueError(f"seconds must be a number in [0, {MAX_SLOW_SECONDS}], got {seconds!r}")
+    start = time.monotonic()
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return {"outcome": SOFT_LIMIT_MARKER, "slept": time.monotonic() - start}
+    return {"outcome": "finished", "slept": time.monotonic() - start}

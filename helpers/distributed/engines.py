@@ -10,7 +10,9 @@ Dask and Celery") and by ``bench/engines_overhead.py``.
   file, and waits until it answers; :func:`stop_celery_worker` asks it for a warm
   shutdown (SIGTERM), waits, then kills what is left.
 * :func:`time_tiny_tasks_pool`, :func:`time_tiny_tasks_dask` and
-  :func:`time_tiny_tasks_celery` run the same ``n`` tiny tasks on each engine.
+  :func:`time_tiny_tasks_celery` run the same ``n`` tiny tasks on each engine; a process pool
+  next to Dask's threads takes :func:`pool_context` (never ``fork``) and is warmed up by
+  :func:`start_pool_workers`.
 
 Every wait has a time bound, and every loop a deadline.
 """
@@ -18,6 +20,8 @@ Every wait has a time bound, and every loop a deadline.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.context
 import os
 import shutil
 import signal
@@ -48,6 +52,9 @@ __all__ = [
     "worker_children",
     "celery_processes",
     "wait_for",
+    "pool_context",
+    "worker_pid",
+    "start_pool_workers",
     "time_tiny_tasks_pool",
     "time_tiny_tasks_dask",
     "time_tiny_tasks_celery",
@@ -111,23 +118,23 @@ def start_dask(n_workers: int = 2, threads_per_worker: int = 1, timeout: float =
     _check_count("n_workers", n_workers, 1, 64)
     _check_count("threads_per_worker", threads_per_worker, 1, 64)
     timeout = _check_timeout(timeout)
-    import dask
     from dask.distributed import Client, LocalCluster
 
     silence_dask_logs()
-    with dask.config.set({"distributed.worker.daemon": True}):
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            host="127.0.0.1",
-            scheduler_port=0,
-            # The scheduler always runs an HTTP server (dashboard, health checks); with no
-            # address it takes port 8787, or warns when that is busy: a free port instead.
-            dashboard_address="127.0.0.1:0",
-            worker_dashboard_address=None,
-            silence_logs=logging.CRITICAL,
-        )
+    # The nannies start their workers with spawn (distributed.worker.multiprocessing-method),
+    # whatever this process's start method: forking a process with Dask's threads would be unsafe.
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        host="127.0.0.1",
+        scheduler_port=0,
+        # The scheduler always runs an HTTP server (dashboard, health checks); with no
+        # address it takes port 8787, or warns when that is busy: a free port instead.
+        dashboard_address="127.0.0.1:0",
+        worker_dashboard_address=None,
+        silence_logs=logging.CRITICAL,
+    )
     try:
         client = Client(cluster, timeout=timeout)
         client.wait_for_workers(n_workers, timeout=timeout)
@@ -250,17 +257,16 @@ def start_celery_worker(
         f"--loglevel={loglevel}",
         f"--logfile={logfile}",
     ]
-    from helpers.instruments.services import die_with_parent
+    from helpers.instruments.services import pdeathsig_prefix
 
     with open(workdir / "worker.out", "wb") as out:
         process = subprocess.Popen(
-            command,
+            pdeathsig_prefix() + command,  # on Linux, the kernel stops the worker if we die
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=workdir,
             env=env,
-            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
     worker = CeleryWorker(name, queue, concurrency, process, logfile, workdir)
     deadline = time.monotonic() + timeout
@@ -327,13 +333,54 @@ def _tiny_inputs(n: int) -> list[int]:
     return list(range(_check_count("n", n, 1, 100_000)))
 
 
+def pool_context() -> multiprocessing.context.BaseContext:
+    """The context for a process pool started next to other threads (Dask's client and scheduler).
+
+    The book's start method (``BOOK_START_METHOD``, else the platform's default), except that
+    ``fork`` becomes ``forkserver``: a forked child gets a copy of every lock another thread
+    held at that instant, and can deadlock on one (Python 3.12+ warns about forking a
+    multi-threaded process).
+    """
+    method = multiprocessing.get_start_method()
+    return multiprocessing.get_context("forkserver" if method == "fork" else method)
+
+
+def worker_pid(_: object = None) -> int:
+    """The pid of the process that runs it: a warm-up task."""
+    return os.getpid()
+
+
+def start_pool_workers(executor: ProcessPoolExecutor, workers: int, timeout: float = 60.0) -> set[int]:
+    """Run rounds of tiny tasks on ``executor`` until ``workers`` distinct processes have answered.
+
+    One round is not enough: under ``spawn`` or ``forkserver`` the first worker ready can take
+    several tasks while the others still start. Returns their pids; ``TimeoutError`` after ``timeout``.
+    """
+    if not isinstance(executor, ProcessPoolExecutor):
+        raise TypeError(f"executor must be a ProcessPoolExecutor, got {type(executor).__name__}")
+    _check_count("workers", workers, 1, 64)
+    timeout = _check_timeout(timeout)
+    deadline = time.monotonic() + timeout
+    pids: set[int] = set()
+    while len(pids) < workers:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"only {len(pids)} of {workers} pool workers answered within {timeout} s")
+        pids.update(executor.map(worker_pid, range(workers), timeout=remaining))
+    return pids
+
+
 def time_tiny_tasks_pool(n: int = 1_000, workers: int = 2, timeout: float = 120.0) -> tuple[float, list[int]]:
-    """Seconds for ``n`` ``square`` tasks, one submit each, on a warm ``ProcessPoolExecutor``."""
+    """Seconds for ``n`` ``square`` tasks, one submit each, on a warm ``ProcessPoolExecutor``.
+
+    The pool uses :func:`pool_context` (never ``fork``: chapter 16 runs it next to Dask's threads),
+    and every worker has started before the timer does (:func:`start_pool_workers`).
+    """
     inputs = _tiny_inputs(n)
     _check_count("workers", workers, 1, 64)
     timeout = _check_timeout(timeout)
-    with ProcessPoolExecutor(max_workers=workers) as executor:
-        list(executor.map(square, range(workers * 2), timeout=timeout))  # start the workers first
+    with ProcessPoolExecutor(max_workers=workers, mp_context=pool_context()) as executor:
+        start_pool_workers(executor, workers, timeout)
         with Timer() as t:
             futures = [executor.submit(square, x) for x in inputs]
             results = [f.result(timeout=timeout) for f in futures]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +48,6 @@ __all__ = [
     "port_is_free",
     "running_services",
     "stop_all",
-    "die_with_parent",
     "pdeathsig_prefix",
 ]
 
@@ -150,22 +148,6 @@ def pdeathsig_prefix(user: str | None = None) -> list[str]:
         entry = pwd.getpwnam(user)
         prefix += [f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"]
     return [*prefix, "--pdeathsig", "TERM", "--"]
-
-
-def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux only: ask the kernel to SIGTERM the server if its parent dies.
-
-    For ``preexec_fn``; prefer :func:`pdeathsig_prefix`, which runs no Python
-    code between fork and exec.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:
-        pass
 
 
 def _ping_redis_url(url: str, timeout: float = 0.5) -> bool:

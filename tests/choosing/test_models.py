@@ -2,12 +2,16 @@
 
 import asyncio
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
+import psutil
 import pytest
 
 from helpers.choosing import models as compare
@@ -43,6 +47,7 @@ from helpers.choosing.models import (
     run_sequential,
     run_threads,
     serve_idle,
+    warm_up,
     workload_tasks,
 )
 from helpers.instruments.workloads import count_primes, count_primes_in_range, square
@@ -142,7 +147,7 @@ def test_results_by_bounds_all_the_futures_together():
 def test_in_worker_and_ready_report_the_process():
     value, pid, peak, cpu = in_worker(count_primes_in_range, (0, 100))
     assert value == 25 and pid == os.getpid() and peak > 1000 and 0 < cpu <= time.process_time()
-    assert ready(0.0) == os.getpid()
+    assert ready(0.0) == (os.getpid(), threading.get_ident())
     with pytest.raises(ValueError):
         ready(2.0)
 
@@ -266,3 +271,105 @@ def test_run_grid_records_the_servers_peak_per_run():
 def test_markdown_table_to_html():
     html = compare.markdown_table_to_html("| a | b |\n|---|---:|\n| x<y | 1.5 s |")
     assert html.count("<tr>") == 2 and "x&lt;y" in html and '<td style="text-align:right">1.5 s</td>' in html
+
+
+class _RecordingPool(ProcessPoolExecutor):
+    """A process pool that keeps every future it hands out, to see which worker ran what."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.futures: list[Future] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = super().submit(fn, *args, **kwargs)
+        self.futures.append(future)
+        return future
+
+
+def test_warm_up_waits_for_every_process_under_spawn():
+    # Under spawn the first worker is ready while the others still import: it could take several
+    # warm-up tasks. warm_up must not return until every one of the 4 has answered.
+    with _RecordingPool(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+        startup = warm_up(pool, time.monotonic() + 60)
+        answered = {f.result(timeout=0)[0] for f in pool.futures if f.done()}
+        workers = {p.pid for p in psutil.Process().children() if p.pid in answered}
+        assert len(answered) == WORKERS == len(workers) and startup > 0
+
+
+def test_warm_up_waits_for_every_thread():
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = []
+        submit = pool.submit
+        pool.submit = lambda fn, *a: futures.append(submit(fn, *a)) or futures[-1]
+        warm_up(pool, time.monotonic() + 30)
+        assert len({f.result(timeout=0) for f in futures if f.done()}) == WORKERS
+    with pytest.raises(ValueError):
+        warm_up(pool, time.monotonic() + 1, workers=0)
+
+
+def test_run_pair_timeout_stops_the_pool_workers_too():
+    # The processes model on the idle workload runs its pool for about 2 s: time it out at 1.5 s.
+    # Every process the child started (its 4 workers, and the resource tracker once it has
+    # cleaned up) must be gone, and run_pair must not wait for them (orphans would hold its pipes).
+    seen: set[int] = set()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_pair("processes", "idle", start_method="spawn", timeout=1.5)
+        except BaseException as error:
+            outcome.append(error)
+
+    runner = threading.Thread(target=run, name="run-pair")
+    started = time.monotonic()
+    runner.start()
+    while runner.is_alive() and time.monotonic() - started < 20:
+        seen.update(_pair_processes())
+        time.sleep(0.02)
+    runner.join(timeout=10)
+    survivors = []
+    for pid in seen:
+        try:
+            survivors.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _gone, alive = psutil.wait_procs(survivors, timeout=2)
+    alive = [p for p in alive if _running(p)]  # killed orphans may linger as zombies until reaped
+    for process in alive:  # don't leave them to the next test
+        process.send_signal(signal.SIGKILL)
+    assert not runner.is_alive(), "run_pair did not return after its timeout"
+    assert len(outcome) == 1 and isinstance(outcome[0], subprocess.TimeoutExpired), outcome
+    assert len(seen) >= 1 + WORKERS, seen  # the child and its pool's workers were running
+    assert alive == [], alive
+
+
+def _pair_processes() -> set[int]:
+    """The compare_models child of this process and all its descendants (not this session's other children)."""
+    found: set[int] = set()
+    for child in psutil.Process().children():
+        try:
+            if "helpers.scripts.compare_models" in child.cmdline():
+                found.add(child.pid)
+                found.update(p.pid for p in child.children(recursive=True))
+        except psutil.Error:
+            continue  # exited meanwhile
+    return found
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_gevent_timeout_is_reported_as_a_timeout():
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import time\n"
+        "from helpers.choosing.models import run_gevent\n"
+        "run_gevent(time.sleep, [(5,), (0,)], timeout=0.2)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == "TimeoutError: 1 of 2 greenlets unfinished after 0.2 s"

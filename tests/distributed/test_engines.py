@@ -5,14 +5,17 @@ One Redis server, one Celery worker and one Dask cluster for the whole module ke
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import pickle
 import signal
+from concurrent.futures import ProcessPoolExecutor
 
 import psutil
 import pytest
 import redis
 
-from helpers.distributed import celery_app, engines
+from helpers.distributed import celery_app, engines, payloads
 from helpers.instruments.services import start_redis
 from helpers.instruments.workloads import count_primes_in_range
 
@@ -132,6 +135,7 @@ def test_the_app_settings():
     conf = celery_app.app.conf  # the module's app is create_app()'s
     assert conf.task_default_queue == celery_app.QUEUE and conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options == {"visibility_timeout": 5} and conf.accept_content == ["json"]
+    assert "visibility_timeout" not in (conf.result_backend_transport_options or {})  # the backend never reads it
     assert conf.task_serializer == conf.result_serializer == "json"
 
 
@@ -144,6 +148,42 @@ def test_tasks_run_in_process():
 def test_pool_timing():
     seconds, results = engines.time_tiny_tasks_pool(50, workers=2)
     assert results == [x * x for x in range(50)] and seconds > 0
+
+
+def test_pool_context_never_forks():
+    method = multiprocessing.get_start_method()
+    assert engines.pool_context().get_start_method() == ("forkserver" if method == "fork" else method)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_start_pool_workers_waits_for_every_process(method):
+    # Under spawn and forkserver the first worker ready could take every warm-up task of one round.
+    with ProcessPoolExecutor(max_workers=3, mp_context=multiprocessing.get_context(method)) as pool:
+        pids = engines.start_pool_workers(pool, 3, timeout=60)
+        assert len(pids) == 3 and os.getpid() not in pids
+    with pytest.raises(TypeError):
+        engines.start_pool_workers("pool", 2)
+    assert engines.worker_pid() == os.getpid()
+
+
+def test_payloads_count_their_arrivals():
+    numbers = payloads.Numbers(range(10))
+    before = payloads.arrivals_here()
+    copies = [pickle.loads(pickle.dumps(numbers)) for _ in range(3)]
+    assert payloads.arrivals_here() == before + 3 and all(len(c) == 10 for c in copies)
+    assert payloads.total(copies[0], 2, 5) == 2 + 3 + 4
+    with pytest.raises(TypeError):
+        payloads.Numbers([1, "2"])
+    with pytest.raises(TypeError):
+        payloads.total([1, 2], 0, 1)
+    with pytest.raises(ValueError):
+        payloads.total(numbers, -1, 1)
+
+
+def test_sleep_unless_stopped_in_process():
+    assert celery_app.sleep_unless_stopped.run(0)["outcome"] == "finished"
+    with pytest.raises(ValueError):
+        celery_app.sleep_unless_stopped.run(-1)
 
 
 # ---------------------------------------------------------------- Dask
@@ -160,6 +200,20 @@ def test_dask_cluster_matches_the_pool(dask_client):
     bounds = [(0, 5_000), (5_000, 10_000)]
     found = list(executor.map(count_primes_in_range, *zip(*bounds), timeout=60))
     assert sum(found) == count_primes_in_range(0, 10_000) == 1229
+
+
+def test_scattered_data_arrives_once_per_worker(dask_client):
+    numbers = payloads.Numbers(range(1_000))
+    arrived = lambda: sum(dask_client.run(payloads.arrivals_here).values())  # noqa: E731
+    before = arrived()
+    per_task = dask_client.gather(dask_client.map(payloads.total, [numbers] * 6, range(6), [1_000] * 6, pure=False))
+    sent_with_each_task = arrived() - before
+    [scattered] = dask_client.scatter([numbers])
+    before = arrived()
+    once = dask_client.gather(dask_client.map(payloads.total, [scattered] * 6, range(6), [1_000] * 6, pure=False))
+    holders = dask_client.who_has([scattered])[scattered.key]
+    assert per_task == once and sent_with_each_task == 6
+    assert 1 <= len(holders) <= 2 and arrived() - before == len(holders) - 1  # the scatter itself came before
 
 
 # ---------------------------------------------------------------- Celery
@@ -195,6 +249,12 @@ def test_killed_child_task_is_redelivered(worker, rdb):
     assert outcome["square"] == 49 and outcome["attempt"] == 2 and outcome["redelivered"] is True
     assert outcome["pid"] != first_pid
     assert len(engines.worker_children(worker)) == 2  # the pool replaced its child
+
+
+def test_soft_time_limit_stops_a_task(worker):
+    stopped = celery_app.sleep_unless_stopped.apply_async((10,), soft_time_limit=0.5, time_limit=20).get(timeout=30)
+    assert stopped["outcome"] == celery_app.SOFT_LIMIT_MARKER and stopped["slept"] < 5
+    assert celery_app.sleep_unless_stopped.delay(0.1).get(timeout=30)["outcome"] == "finished"
 
 
 def test_stop_leaves_no_celery_process(redis_server):
