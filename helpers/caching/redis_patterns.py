@@ -7,10 +7,10 @@ is written in its cells; what is here is what a child process or the benchmark n
 
 * :func:`incr_worker` runs in a child process, so it lives here and the chapter works
   under ``spawn`` and ``forkserver``: it receives the server's URL (a string), opens its
-  own client with :func:`connect`, returns its count through a queue (it never prints),
+  own client with :func:`connect`, returns INCR's replies through a queue (it never prints),
   and closes its client. :func:`run_incr` starts the workers, collects, and joins them.
-* :func:`time_sets` times 10,000 SETs one round-trip at a time, pipelined, or in one MSET;
-  :func:`redis_benchmark` runs Redis's own C client for comparison.
+* :func:`redis_benchmark` runs Redis's own C client, ``redis-benchmark``, for comparison with
+  the chapter's pipelined SETs (and in ``bench/redis_pipeline.py``).
 
 Every wait has a timeout.
 """
@@ -21,7 +21,6 @@ import multiprocessing as mp
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,14 +30,12 @@ from helpers.processes.basics import collect, join_all
 
 __all__ = [
     "connect",
-    "time_sets",
     "redis_benchmark",
     "incr_worker",
     "run_incr",
 ]
 
 MAX_SECONDS = 120.0  # no worker or wait here lasts longer than this
-SET_MODES = ("round-trips", "pipeline", "mset")
 
 
 # --- argument checks ---------------------------------------------------------------
@@ -114,32 +111,6 @@ def _run_children(target: Callable, args_list: list[tuple], timeout: float, name
 # --- pipelines ------------------------------------------------------------------
 
 
-def time_sets(r: redis.Redis, count: int, mode: str, prefix: str = "bench") -> float:
-    """Write ``count`` keys ``prefix:0..`` one of three ways; return the seconds taken.
-
-    ``mode`` is ``"round-trips"`` (one SET, one reply, then the next), ``"pipeline"``
-    (all SETs sent in one batch, replies read after) or ``"mset"`` (one command).
-    """
-    _check_client(r)
-    _check_int("count", count, 1, 1_000_000)
-    if mode not in SET_MODES:
-        raise ValueError(f"mode must be one of {SET_MODES}, got {mode!r}")
-    _check_str("prefix", prefix)
-    keys = [f"{prefix}:{i}" for i in range(count)]
-    start = time.perf_counter()
-    if mode == "round-trips":
-        for i, key in enumerate(keys):
-            r.set(key, i)
-    elif mode == "pipeline":
-        with r.pipeline(transaction=False) as pipe:
-            for i, key in enumerate(keys):
-                pipe.set(key, i)
-            pipe.execute()
-    else:
-        r.mset({key: i for i, key in enumerate(keys)})
-    return time.perf_counter() - start
-
-
 _RPS = re.compile(r"SET: ([\d.]+) requests per second")
 
 
@@ -192,18 +163,17 @@ def redis_benchmark(
 
 
 def incr_worker(url: str, key: str, times: int, out) -> None:
-    """Child: ``INCR key`` ``times`` times; put the number of increments on ``out``."""
+    """Child: ``INCR key`` ``times`` times; put the list of INCR's replies on ``out``."""
     r = connect(url)
     try:
-        for _ in range(times):
-            r.incr(key)
+        replies = [r.incr(key) for _ in range(times)]  # each reply: the counter just after this INCR
     finally:
         r.close()
-    out.put(times)
+    out.put(replies)
 
 
-def run_incr(url: str, key: str, processes: int = 4, times: int = 1_000, timeout: float = 60.0) -> list[int]:
-    """``processes`` children each INCR ``key`` ``times`` times; their reported counts."""
+def run_incr(url: str, key: str, processes: int = 4, times: int = 1_000, timeout: float = 60.0) -> list[list[int]]:
+    """``processes`` children each INCR ``key`` ``times`` times; each child's list of replies."""
     _check_url(url)
     _check_str("key", key)
     _check_int("processes", processes, 1, 32)

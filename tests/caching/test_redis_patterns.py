@@ -43,28 +43,6 @@ def test_connect_decodes_and_checks_url(r):
         rd.connect(6379)
 
 
-@pytest.mark.parametrize("mode", rd.SET_MODES)
-def test_time_sets_writes_every_key(r, mode):
-    seconds = rd.time_sets(r, 200, mode, prefix=mode)
-    assert seconds > 0
-    assert r.get(f"{mode}:199") == "199" and r.dbsize() == 200
-
-
-@pytest.mark.parametrize(
-    "args, error",
-    [
-        ((0, "pipeline"), ValueError),
-        ((10, "batch"), ValueError),
-        ((1.5, "mset"), TypeError),
-    ],
-)
-def test_time_sets_bad_input(r, args, error):
-    with pytest.raises(error):
-        rd.time_sets(r, *args)
-    with pytest.raises(TypeError):
-        rd.time_sets("not a client", 10, "mset")
-
-
 def test_redis_benchmark_reports_a_rate_or_none(server):
     rate = rd.redis_benchmark(server.host, server.port, requests=2_000, pipeline=16)
     assert rate is None or rate > 0
@@ -75,8 +53,16 @@ def test_redis_benchmark_reports_a_rate_or_none(server):
 
 
 def test_run_incr_is_exact(server, r):
-    assert rd.run_incr(server.url, "n", processes=3, times=200) == [200, 200, 200]
+    replies = rd.run_incr(server.url, "n", processes=3, times=200)
+    assert [len(child) for child in replies] == [200, 200, 200]
+    assert all(child == sorted(child) for child in replies)  # one client's INCRs run in order
+    assert sorted(n for child in replies for n in child) == list(range(1, 601))  # each value once
     assert r.get("n") == "600"
+
+
+def test_run_incr_replies_continue_from_the_current_value(server, r):
+    r.set("n", 10)
+    assert rd.run_incr(server.url, "n", processes=1, times=3) == [[11, 12, 13]]
 
 
 @pytest.mark.parametrize(
