@@ -2,7 +2,8 @@
 
 Chapter 01 shows each target's source (``show_source``) where it first runs;
 chapter 04 reuses :func:`put_squares`, and chapters 02-04 and 13 the plumbing
-(:func:`collect`, :func:`join_all`, :func:`child_error_line`).
+(:func:`collect`, :func:`join_all`, :func:`child_error_line`); chapter 01 also
+uses :func:`has_ended`.
 
 Every target here runs in a child process. None of them prints: results go
 back through a queue, because a child's output never reaches a notebook under
@@ -38,6 +39,7 @@ __all__ = [
     "plain_text",
     "join_all",
     "put_squares",
+    "has_ended",
 ]
 
 MAX_LIFETIME = 120.0  # seconds: no helper child lives longer than this
@@ -55,9 +57,13 @@ def record_task(out, task: int, seconds: float = 0.0, prime_limit: int = 0) -> N
     out.put(timed_task(task, seconds, prime_limit))
 
 
-def exit_with(code: int) -> None:
-    """End the process with exit code ``code`` (``sys.exit``), without a traceback."""
-    _check_int("code", code, 0, 255)
+def exit_with(code: int | str) -> None:
+    """End the process with ``sys.exit(code)``, without a traceback.
+
+    An int (0 to 255) is the exit code; a str is printed on stderr and the exit code is 1.
+    """
+    if not isinstance(code, str):
+        _check_int("code", code, 0, 255)
     sys.exit(code)
 
 
@@ -82,19 +88,23 @@ def wait_up_to(seconds: float, ignore_sigterm: bool = False, ready=None) -> None
         time.sleep(min(left, 0.05))
 
 
-def wait_then_clean_up(seconds: float, cleaned_up, ready=None) -> None:
-    """Like :func:`wait_up_to`, but SIGTERM raises ``SystemExit``, so ``finally`` blocks run.
+def wait_then_clean_up(seconds: float, cleaned_up, ready=None, handle_sigterm: bool = True) -> None:
+    """Like :func:`wait_up_to`, with a ``finally`` block that sets the ``cleaned_up`` Event.
 
-    The handler raises ``SystemExit(128 + SIGTERM)``; the ``finally`` block sets
-    the ``cleaned_up`` Event, which the parent can check. ``ready`` is set once
-    the handler is in place.
+    With ``handle_sigterm`` (the default), SIGTERM raises ``SystemExit(128 + SIGTERM)``,
+    so the ``finally`` block runs; with ``handle_sigterm=False`` (the control), no handler
+    is installed and SIGTERM ends the process as it does by default. ``ready`` is set
+    once the handler (or its absence) is in place.
     """
     seconds = _check_seconds("seconds", seconds, MAX_LIFETIME)
+    if not isinstance(handle_sigterm, bool):
+        raise TypeError(f"handle_sigterm must be a bool, got {type(handle_sigterm).__name__}")
 
     def stop(signum, frame):
         raise SystemExit(128 + signum)  # an exception: the interpreter unwinds the stack
 
-    signal.signal(signal.SIGTERM, stop)
+    if handle_sigterm:
+        signal.signal(signal.SIGTERM, stop)
     try:
         if ready is not None:
             ready.set()
@@ -185,7 +195,10 @@ def _restart_fork_server() -> None:
     A forkserver child is forked by the server, so it writes to the server's stderr,
     fixed when the server started. Stopping the server (only while none of its
     children runs: the server reports their exit codes) makes the next one inherit
-    the stderr in force then. ``_stop`` is private, but present from 3.8 to 3.14.
+    the stderr in force then. This uses private names of ``multiprocessing``
+    (``forkserver._forkserver``, its ``_forkserver_pid`` and ``_stop()``, and a child's
+    ``_popen``), because no public API stops the fork server or tells which start method
+    a child used; they are present from 3.8 to 3.14, and the unit tests would show a change.
     """
     module = sys.modules.get("multiprocessing.forkserver")  # not imported: no server runs
     server = getattr(module, "_forkserver", None)
@@ -212,6 +225,8 @@ def capture_child_stderr():
     them as ordinary, checked output.
     """
     captured = _Captured()
+    # Swapping file descriptor 2 is process-wide: while the block runs, whatever any thread
+    # of this process (the Jupyter kernel's included) writes to stderr also lands in the file.
     sys.stderr.flush()
     saved_fd = os.dup(2)
     saved_stream = sys.stderr
@@ -285,3 +300,18 @@ def put_squares(out, numbers: list[int]) -> None:
         raise TypeError(f"numbers must be a list of numbers, got {type(numbers).__name__}")
     for n in numbers:
         out.put(square(n))
+
+
+def has_ended(pid: int) -> bool:
+    """True if process ``pid`` no longer runs: it is gone, or it is a zombie.
+
+    A zombie has ended; it lingers in the process table only until its parent (for an
+    orphan, the init process or a subreaper, which may never do it) calls ``wait()``.
+    """
+    import psutil
+
+    _check_int("pid", pid, 1)
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -32,6 +32,8 @@ __all__ = [
     "nap",
     "fail_if",
     "die_now",
+    "put_square",
+    "return_a_lock",
     "prime_chunks",
     "timed_prime_chunk",
     "run_primes_on_pool",
@@ -72,7 +74,9 @@ def wait_for_all_workers(barrier, timeout: float = 30.0) -> None:
     """Pool initializer: wait at ``barrier`` until every worker (and the parent) is ready.
 
     A timed-out or broken barrier is not an error here: the worker simply starts,
-    so a replacement worker can never crash-loop the pool.
+    so a replacement worker can never crash-loop the pool. (:func:`ready_pool` breaks the
+    barrier once the first workers are up, so a replacement, with ``maxtasksperchild``,
+    passes at once instead of waiting ``timeout`` seconds for parties that never come.)
     """
     timeout = _check_seconds("timeout", timeout, 600.0)
     try:
@@ -101,6 +105,7 @@ def ready_pool(processes: int, ctx=None, timeout: float = 30.0, **pool_kwargs) -
         pool.terminate()
         join_pool(pool, 10)
         raise TimeoutError(f"the {processes} pool workers were not all ready within {timeout} s") from None
+    barrier.abort()  # all are up: from now on a replacement worker's wait returns at once
     return pool
 
 
@@ -134,6 +139,19 @@ def die_now(code: int = 1) -> None:
     """
     _check_int("code", code, 0, 255)
     os._exit(code)
+
+
+def put_square(out, x: int) -> int:
+    """Put ``x * x`` on the queue ``out`` and return ``x``: a task that needs a queue as its argument."""
+    _check_int("x", x)
+    out.put(x * x)
+    return x
+
+
+def return_a_lock(x: int) -> threading.Lock:
+    """Return a ``threading.Lock``: a result the worker cannot pickle to send it back."""
+    _check_int("x", x)
+    return threading.Lock()
 
 
 def prime_chunks(limit: int, chunks: int) -> list[tuple[int, int]]:
@@ -188,11 +206,19 @@ def join_pool(pool: Pool, timeout: float = 30.0) -> None:
     if not isinstance(pool, Pool):
         raise TypeError(f"pool must be a multiprocessing Pool, got {type(pool).__name__}")
     timeout = _check_seconds("timeout", timeout, 600.0)
-    if pool._state == "RUN":  # join() itself would raise a less helpful ValueError
-        raise ValueError("call pool.close() or pool.terminate() before join_pool()")
-    joiner = threading.Thread(target=pool.join, name="join_pool", daemon=True)
+    refused: list[ValueError] = []
+
+    def join_or_keep_error() -> None:
+        try:
+            pool.join()
+        except ValueError as exc:  # "Pool is still running": join() checks that before it waits
+            refused.append(exc)
+
+    joiner = threading.Thread(target=join_or_keep_error, name="join_pool", daemon=True)
     joiner.start()
     joiner.join(timeout)
+    if refused:
+        raise ValueError("call pool.close() or pool.terminate() before join_pool()") from refused[0]
     if joiner.is_alive():
         pool.terminate()
         joiner.join(10)

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_BYTES",
     "add_to_value",
     "add_to_each",
+    "put_payload",
     "square_tasks",
     "send_numbers",
     "echo_upper",
@@ -120,6 +121,20 @@ def add_to_each(array, times: int, amount: int = 1) -> None:
 # --- Queues ---------------------------------------------------------------------------
 
 
+def put_payload(out, nbytes: int, sent=None) -> None:
+    """Put one :func:`make_payload` of ``nbytes`` on the queue ``out``, then set the ``sent`` Event.
+
+    ``put`` returns at once: a feeder thread writes the bytes into the queue's pipe.
+    The process then waits at exit until that thread has written everything, and
+    a pipe holds only so much (64 KiB on Linux), so a big payload keeps it alive
+    until another process reads it.
+    """
+    _check_int("nbytes", nbytes, 0, MAX_BYTES)
+    out.put(make_payload(nbytes))
+    if sent is not None:
+        sent.set()
+
+
 def square_tasks(tasks, results, max_tasks: int = 10_000, timeout: float = 30.0) -> None:
     """Consume numbers from a ``JoinableQueue`` until ``None``; put ``(n, n * n)`` on ``results``.
 
@@ -161,8 +176,9 @@ def send_numbers(conn, count: int) -> None:
 def echo_upper(conn, max_messages: int = 100, timeout: float = 30.0) -> None:
     """Answer each string received on a duplex ``Pipe`` end with its upper-case form.
 
-    Stops on ``None``, after ``max_messages`` messages, or when nothing arrives
-    for ``timeout`` seconds (``conn.poll(timeout)``: a ``recv`` never blocks forever).
+    Stops on ``None``, after ``max_messages`` messages, when nothing arrives for
+    ``timeout`` seconds (``conn.poll(timeout)``), or when the other end is closed:
+    ``poll`` is then true too, and ``recv`` raises ``EOFError``.
     """
     _check_int("max_messages", max_messages, 1, MAX_COUNT)
     timeout = _check_seconds("timeout", timeout, 600.0)
@@ -170,7 +186,10 @@ def echo_upper(conn, max_messages: int = 100, timeout: float = 30.0) -> None:
         for _ in range(max_messages):
             if not conn.poll(timeout):
                 return
-            message = conn.recv()
+            try:
+                message = conn.recv()
+            except EOFError:  # every copy of the other end is closed
+                return
             if message is None:
                 return
             conn.send(str(message).upper())
@@ -249,6 +268,9 @@ def segment_exists(name: str) -> bool:
     """
     _check_name(name)
     if _POSIX_SHM:
+        # _posixshmem is the private C module behind shared_memory. Attaching with
+        # SharedMemory(name=...) instead would register the segment with this process's
+        # resource tracker (before 3.13 there is no track=False), which then unlinks it at exit.
         import _posixshmem
 
         try:

@@ -22,6 +22,7 @@ from helpers.processes.basics import (
     describe_self,
     exit_with,
     fail_with,
+    has_ended,
     join_all,
     plain_text,
     put_squares,
@@ -102,18 +103,41 @@ def test_terminate_and_kill():
 def test_sigterm_handler_that_raises_runs_finally(method):
     ctx = mp.get_context(method)
     results = {}
-    for target in (wait_then_clean_up, None):
+    for handle in (True, False):  # the control runs the same target, finally included, without the handler
         ready, cleaned_up = ctx.Event(), ctx.Event()
-        if target is None:  # the control: no handler, so SIGTERM ends the child at once
-            child = ctx.Process(target=wait_up_to, args=(30,), kwargs={"ready": ready})
-        else:
-            child = ctx.Process(target=target, args=(30, cleaned_up), kwargs={"ready": ready})
+        child = ctx.Process(
+            target=wait_then_clean_up, args=(30, cleaned_up), kwargs={"ready": ready, "handle_sigterm": handle}
+        )
         child.start()
         assert ready.wait(timeout=30)
         child.terminate()
         child.join(timeout=10)
-        results[target is None] = (child.exitcode, cleaned_up.is_set())
-    assert results == {False: (128 + signal.SIGTERM, True), True: (-signal.SIGTERM, False)}
+        results[handle] = (child.exitcode, cleaned_up.is_set())
+    assert results == {True: (128 + signal.SIGTERM, True), False: (-signal.SIGTERM, False)}
+
+
+def test_exit_with_a_string_prints_it_and_exits_with_1():
+    ctx = mp.get_context(METHODS[0])
+    with capture_child_stderr() as captured:
+        child = ctx.Process(target=exit_with, args=("bye",))
+        child.start()
+        child.join(30)
+    assert child.exitcode == 1
+    assert plain_text(captured.text).splitlines() == ["bye"]
+
+
+def test_has_ended_sees_running_gone_and_zombie_processes():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not has_ended(child.pid)
+    finally:
+        child.kill()
+    deadline = time.monotonic() + 10
+    while not has_ended(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert has_ended(child.pid)  # not reaped yet: a zombie, which counts as ended
+    assert child.wait(timeout=10) == -signal.SIGKILL
+    assert has_ended(child.pid)
 
 
 def test_capture_child_stderr_collects_a_traceback():
@@ -181,7 +205,9 @@ def test_put_squares_works_on_both_queue_kinds():
     "call, error",
     [
         (lambda: exit_with(256), ValueError),
-        (lambda: exit_with("1"), TypeError),
+        (lambda: exit_with(1.5), TypeError),
+        (lambda: has_ended(0), ValueError),
+        (lambda: wait_then_clean_up(1, None, handle_sigterm=1), TypeError),
         (lambda: wait_up_to(-1), ValueError),
         (lambda: wait_up_to(1e6), ValueError),
         (lambda: wait_then_clean_up(-1, None), ValueError),
@@ -217,13 +243,11 @@ def test_unguarded_clock_script_fails_with_the_bootstrapping_error():
 
 
 def test_daemon_child_dies_with_its_parent():
-    import psutil
-
     result = run_script("daemon_script.py")
     assert result.returncode == 0, result.stderr
     pid = int(result.stdout.split("pid ")[1].split()[0])
     time.sleep(0.2)
-    assert not psutil.pid_exists(pid)
+    assert has_ended(pid)
 
 
 def test_daemon_child_outlives_a_parent_that_calls_os_exit():
@@ -238,7 +262,10 @@ def test_daemon_child_outlives_a_parent_that_calls_os_exit():
             assert orphan.is_running() and orphan.status() != psutil.STATUS_ZOMBIE
         finally:
             orphan.kill()
-            orphan.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not has_ended(orphan.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # an orphan is reaped by init or a subreaper, if at all: poll, don't wait()
+        assert has_ended(orphan.pid)
         assert parent.communicate(timeout=30) == ("", "")
 
 

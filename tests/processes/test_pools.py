@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -19,7 +20,9 @@ from helpers.processes.pools import (
     join_pool,
     nap,
     prime_chunks,
+    put_square,
     ready_pool,
+    return_a_lock,
     run_primes_on_pool,
     sleep_then_square,
     start_waves,
@@ -82,6 +85,8 @@ def test_prime_chunks_cover_the_range(limit, chunks):
         (lambda: run_primes_on_pool(0), ValueError),
         (lambda: join_pool("pool"), TypeError),
         (lambda: nap(-0.5), ValueError),
+        (lambda: put_square(None, "3"), TypeError),
+        (lambda: return_a_lock(None), TypeError),
         (lambda: start_waves([], 0.1), ValueError),
         (lambda: start_waves(["x"], 0.1), TypeError),
         (lambda: start_waves([TaskRecord(0, 1, "t", 0.0, 1.0)], 0), ValueError),
@@ -91,6 +96,45 @@ def test_prime_chunks_cover_the_range(limit, chunks):
 def test_bad_arguments_are_refused(call, error):
     with pytest.raises(error):
         call()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ready_pool_replacement_workers_do_not_wait_at_the_barrier(method):
+    pool = ready_pool(1, ctx=mp.get_context(method), timeout=20, maxtasksperchild=1)
+    try:
+        began = time.monotonic()
+        pids = {pool.apply_async(os.getpid).get(timeout=60) for _ in range(3)}
+        elapsed = time.monotonic() - began
+    finally:
+        pool.terminate()
+        join_pool(pool, 10)
+    assert len(pids) == 3  # three workers: the first and two replacements
+    assert elapsed < 20, elapsed  # a replacement stuck at the barrier would wait out the 20 s timeout
+
+
+def test_put_square_and_return_a_lock():
+    import queue
+    import threading
+
+    out = queue.Queue()
+    assert put_square(out, 3) == 3 and out.get_nowait() == 9
+    assert isinstance(return_a_lock(1), type(threading.Lock()))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pool_task_arguments_and_results_that_cannot_travel(method):
+    from multiprocessing.pool import MaybeEncodingError
+
+    ctx = mp.get_context(method)
+    with ctx.Pool(1) as pool:
+        with pytest.raises(RuntimeError, match="through inheritance"):
+            pool.apply_async(put_square, (ctx.Queue(), 3)).get(timeout=30)
+        with pytest.raises(MaybeEncodingError, match="cannot pickle"):
+            pool.apply_async(return_a_lock, (1,)).get(timeout=30)
+        with ctx.Manager() as manager:
+            managed = manager.Queue()
+            assert pool.apply_async(put_square, (managed, 3)).get(timeout=30) == 3
+            assert managed.get(timeout=10) == 9
 
 
 def test_join_pool_needs_close_first():

@@ -20,6 +20,7 @@ from helpers.processes.sharing import (
     echo_upper,
     format_seconds,
     make_payload,
+    put_payload,
     record_visits,
     segment_exists,
     send_numbers,
@@ -122,6 +123,33 @@ def test_joinable_queue_simple_queue_and_pipes(method):
     results.close()
 
 
+# Not under fork: a forked child inherits the parent's end too, and its own copy keeps the pipe open.
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "fork"])
+def test_echo_upper_ends_when_the_other_end_closes(method):
+    ctx = mp.get_context(method)
+    here, there = ctx.Pipe()
+    echo = ctx.Process(target=echo_upper, args=(there, 10, 30.0))
+    echo.start()
+    there.close()
+    here.close()  # no None sent: the child sees end-of-file instead
+    assert join_all([echo], timeout=20) == [0]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_queue_producer_waits_at_exit_until_its_big_item_is_read(method):
+    ctx = mp.get_context(method)
+    out, sent = ctx.Queue(), ctx.Event()
+    producer = ctx.Process(target=put_payload, args=(out, 1_000_000, sent))
+    producer.start()
+    assert sent.wait(timeout=30)
+    producer.join(timeout=1)
+    assert producer.is_alive()  # its feeder thread still holds most of the megabyte
+    assert out.get(timeout=30) == make_payload(1_000_000)
+    assert join_all([producer], timeout=30) == [0]
+    out.close()
+    out.join_thread()
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_manager_objects_are_shared(method):
     ctx = mp.get_context(method)
@@ -195,6 +223,7 @@ def test_payload():
         (lambda: square_tasks(queue.Queue(), queue.Queue(), max_tasks=0), ValueError),
         (lambda: send_numbers(None, -1), ValueError),
         (lambda: echo_upper(None, max_messages=0), ValueError),
+        (lambda: put_payload(None, -1), ValueError),
         (lambda: record_visits({}, [], None, None, 7, 1), TypeError),
         (lambda: sum_shared_bytes(123, 0, 1, None), TypeError),
         (lambda: sum_shared_bytes("psm_x", 5, 1, None), ValueError),
