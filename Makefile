@@ -11,7 +11,7 @@ NB     ?= notebooks
 JB_STRICT := -W -n --keep-going
 
 # test-matrix reads these from make's command line or the environment.
-export PYTHONS START_METHODS COMBOS MATRIX_JOBS MATRIX_FRESH MATRIX_PREPARE_ONLY
+export PYTHONS START_METHODS COMBOS MATRIX_JOBS MATRIX_FRESH MATRIX_PREPARE_ONLY MATRIX_STEPS
 
 .PHONY: book test lint lab unit nbval test-spawn test-matrix check-html check-binder browser-packages setup system-packages bench execute freeze clean
 
@@ -80,11 +80,13 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # Benchmarks: separate from the tests, since speed targets flake on a busy machine.
-# Each bench/<name>.py prints a table with its targets and writes bench/<name>.json;
-# run_all.py runs them one after another and writes bench/results.md, which the book shows.
-# One benchmark only: make bench BENCH=process_pool
+# Each bench/<name>.py prints its table (medians, min-max, fits, targets) into _build/bench/;
+# run_all.py runs them one after another while it watches how busy the machine is, and writes
+# bench/results.md (which the book shows) and the plots only if it stayed quiet.
+# One benchmark only (the report is left alone): make bench BENCH=process_pool
+# A busy machine is refused (exit 2); to write the report anyway: make bench BENCH_FLAGS=--force
 bench: setup
-	$(BIN)/python bench/run_all.py $(if $(BENCH),--only $(BENCH))
+	$(BIN)/python bench/run_all.py $(if $(BENCH),--only $(BENCH)) $(BENCH_FLAGS)
 
 # Re-execute notebooks and store their outputs: make execute NB=notebooks/01-process-basics.ipynb
 execute: setup
