@@ -26,7 +26,7 @@ import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,9 +155,12 @@ def run_with(
     (wait ``size`` seconds, default 0.2). Each task is
     :func:`helpers.instruments.workloads.timed_task`, which is importable, so the process
     version works under spawn. The time includes starting and stopping the
-    workers: that is part of what each kind costs. Every result is awaited with
-    ``timeout``. With ``repeat`` > 1 the run is repeated and the fastest kept,
-    which filters out moments when another program had the CPU.
+    workers: that is part of what each kind costs. All ``n`` results are awaited
+    within ``timeout`` seconds in all; if some are late, TimeoutError is raised at
+    once, the tasks not yet started are cancelled, and the running ones are left
+    to finish on their own (not waited for). With ``repeat`` > 1 the run is
+    repeated and the fastest kept, which filters out moments when another
+    program had the CPU.
     """
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -181,9 +184,17 @@ def _run_once(kind: str, workers: int, task: str, n: int, kwargs: dict, timeout:
         executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context())
     cpu_start = time.process_time()
     start = time.perf_counter()
-    with executor:
+    try:
         futures = [executor.submit(timed_task, i, **kwargs) for i in range(n)]
-        records = tuple(f.result(timeout=timeout) for f in futures)
+        late = wait(futures, timeout=timeout).not_done  # one deadline for the whole run
+        if late:
+            raise TimeoutError(f"{len(late)} of {n} {task} tasks on {kind}s not done after {timeout} s")
+    except BaseException:
+        # give up at once: "with executor" would wait here for every late task to finish
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)  # every task is done: this only lets the workers exit
+    records = tuple(f.result(timeout=0) for f in futures)  # done: re-raises a task's exception
     elapsed = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start
     return GilRun(kind, task, workers, n, elapsed, records, cpu_seconds)

@@ -202,3 +202,59 @@ def test_run_named_threads_times_out_on_a_stuck_thread():
             run_named_threads([("stuck", lambda: release.wait(10))], timeout=0.05, prefix="t-")
     finally:
         release.set()
+
+
+def test_run_with_times_out_at_once_and_cancels_the_queued_tasks(monkeypatch):
+    started, release = [], threading.Event()
+
+    def held_task(task, **kwargs):  # stands in for timed_task: blocks until released
+        started.append(task)
+        release.wait(10)
+        return task
+
+    monkeypatch.setattr(th, "timed_task", held_task)
+    try:
+        with pytest.raises(TimeoutError, match=r"3 of 3 io tasks on threads not done after 0\.2 s"):
+            run_with("thread", 1, "io", n=3, size=0.1, timeout=0.2)
+        # raised while task 0 still held its worker: shutdown did not wait for it
+        assert started == [0]
+        assert any(t.name.startswith("gil") and t.is_alive() for t in threading.enumerate())
+    finally:
+        release.set()
+        for t in threading.enumerate():
+            if t.name.startswith("gil"):
+                t.join(timeout=10)
+    assert started == [0]  # tasks 1 and 2 were cancelled, never run
+    assert not any(t.name.startswith("gil") for t in threading.enumerate())
+
+
+def test_run_with_reraises_a_task_error(monkeypatch):
+    def failing_task(task, **kwargs):
+        raise ValueError(f"task {task} failed")
+
+    monkeypatch.setattr(th, "timed_task", failing_task)
+    with pytest.raises(ValueError, match="task 0 failed"):
+        run_with("thread", 2, "io", n=2, size=0.1)
+    assert not any(t.name.startswith("gil") for t in threading.enumerate())
+
+
+def test_daemon_thread_script_waits_for_the_worker_and_abandons_the_daemon():
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import helpers.scripts
+
+    script = Path(helpers.scripts.__file__).parent / "daemon_thread_script.py"
+    began = time.perf_counter()
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    took = time.perf_counter() - began
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.splitlines() == [
+        "daemon: started a minute of work",
+        "main: last line of the script",
+        "worker: finished, 0.3 s after the main thread's last line",
+        "worker: finally ran",
+    ]  # the daemon's finally never ran: it was abandoned asleep
+    assert took >= 0.3  # the interpreter waited for the worker's 0.3 s
