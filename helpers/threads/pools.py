@@ -14,8 +14,8 @@ written in its cells.
   as a context manager, or call :meth:`DelayServer.start` and :meth:`DelayServer.stop`.
   It never writes to stderr: its log lines are dropped and a request that fails
   (a client that gave up, say) is counted in :attr:`DelayServer.errors`.
-* :func:`fetch` is the I/O-bound task: one GET with ``urllib``, with a timeout,
-  bypassing any proxy set in the environment. :func:`timed_fetch` does the same
+* :func:`fetch` is the I/O-bound task: one GET with ``urllib``, with a timeout on
+  each socket operation, bypassing any proxy set in the environment. :func:`timed_fetch` does the same
   and returns a :class:`~helpers.instruments.timeline.TaskRecord` (which thread, when).
 * :func:`run_fetches` runs ``requests`` fetches on a ``ThreadPoolExecutor`` of
   ``workers`` threads and returns a :class:`~helpers.instruments.speedup.JobRun`, the shape
@@ -330,10 +330,13 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def fetch(url: str, timeout: float = 10.0) -> str:
-    """GET ``url`` with ``urllib`` and return the body as text; give up after ``timeout`` seconds.
+    """GET ``url`` with ``urllib`` and return the body as text.
 
-    Raises ``TimeoutError`` when the answer is late and ``urllib.error.HTTPError``
-    for a 4xx or 5xx status (its body is closed first, so nothing leaks).
+    ``timeout`` bounds each blocking socket operation (the connect, each read), not
+    the whole request: a server that sends its answer a little at a time can take
+    longer. Raises ``TimeoutError`` when one of them waits longer than ``timeout``,
+    and ``urllib.error.HTTPError`` for a 4xx or 5xx status (its body is closed
+    first, so nothing leaks).
     """
     _check_url(url)
     timeout = _check_seconds("timeout", timeout, allow_zero=False)

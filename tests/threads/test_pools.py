@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from urllib.error import HTTPError
 
 import pytest
@@ -19,6 +23,8 @@ from helpers.threads.pools import (
     timed_fetch,
     wait_until,
 )
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "helpers" / "scripts"
 
 
 def _server_threads() -> list[threading.Thread]:
@@ -169,3 +175,52 @@ def test_load_stats_and_table():
         load_stats(JobRun(workers=1, elapsed=1.0))
     with pytest.raises(ValueError):
         format_throughput_table([])
+
+
+def test_fetch_timeout_bounds_each_read_not_the_whole_request():
+    """A server that sends its answer a byte every 0.1 s: no read waits 0.3 s, the request takes 0.5 s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            conn.recv(4096)  # the request
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n")
+            for byte in b"hello":
+                time.sleep(0.1)
+                conn.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=trickle, name="test-trickle", daemon=True)
+    thread.start()
+    try:
+        start = time.perf_counter()
+        assert fetch(f"http://127.0.0.1:{port}/", timeout=0.3) == "hello"
+        assert time.perf_counter() - start >= 0.5  # longer than the timeout, and no TimeoutError
+    finally:
+        thread.join(5)
+        listener.close()
+    assert not thread.is_alive()
+
+
+def test_pool_exit_wait_script_waits_for_the_task():
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "pool_exit_wait.py")], capture_output=True, text=True, timeout=60
+    )
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.splitlines() == [
+        "main: 1 worker thread; daemon: [False]",
+        "main: shutdown(wait=False) returned; the script ends here",
+        "task: slept 0.5 s, after the main thread had finished",
+    ]
+    assert elapsed >= 0.5
+
+
+def test_pool_exit_wait_script_rejects_arguments():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "pool_exit_wait.py"), "--bogus"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and "usage" in result.stderr
