@@ -89,10 +89,9 @@ bench: setup
 	$(BIN)/python bench/run_all.py $(if $(BENCH),--only $(BENCH)) $(BENCH_FLAGS)
 
 # Re-execute notebooks and store their outputs: make execute NB=notebooks/01-process-basics.ipynb
+# Each cell has a timeout, and a notebook is written back only if it ran without errors or stderr.
 execute: setup
-	for nb in $(if $(filter notebooks,$(NB)),notebooks/*.ipynb,$(NB)); do \
-	  (cd $$(dirname $$nb) && ../$(BIN)/jupyter execute --inplace $$(basename $$nb)) || exit 1; \
-	done
+	$(BIN)/python scripts/execute-notebook $(if $(filter notebooks,$(NB)),notebooks/*.ipynb,$(NB))
 
 # Re-pin requirements.txt from requirements.in in a scratch venv.
 freeze:
