@@ -1,15 +1,24 @@
-"""Benchmark (a report, not a test): redis-py SETs with and without a pipeline, and the C client.
+"""Benchmark (a report, not a test): the cost model of batching SETs in redis-py, and the C client.
 
-    .venv/bin/python bench/redis_pipeline.py [--sets 10000] [--repeat 5] [--requests 100000]
+    .venv/bin/python bench/redis_pipeline.py [--rounds 7] [--requests 100000]
 
-Starts a private ``redis-server`` (chapter 14's ``start_redis``), writes ``--sets`` keys
-with redis-py one round-trip at a time, then in one pipeline (best of ``--repeat``
-each), and runs ``redis-benchmark -c 1 -P 16 -t set -n --requests -q`` against the same
-server: Redis's C client on one connection, 16 commands per batch. Prints a Markdown
-table, checks the targets (pipelined at least 10× faster than round-trips; redis-py's
-pipelined throughput at least 40% of redis-benchmark's), writes
-``bench/redis_pipeline.json`` with the run details, stops the server, and exits 0: the
-numbers are a report about this machine, not a pass/fail test of the book.
+Starts a private ``redis-server`` (chapter 14's ``start_redis``) and, for batches of
+n = 1, 10, 16, 100 and 1000 keys, times three ways of writing them, all interleaved
+round by round (chapter 14 shows each):
+
+- ``round-trips``: one ``SET`` and its reply, then the next;
+- ``pipeline``: ``pipeline(transaction=False)``, n ``SET``s sent together, replies read after;
+- ``mset``: one ``MSET`` command with n pairs.
+
+For each way it fits ``t(n) = a + b·n``: ``a`` is the fixed cost of one call (for a batch,
+about one round trip), ``b`` the cost of each key in it. Batching pays back from the n
+where the two lines cross. It also runs ``redis-benchmark -c 1 -P 16 -t set`` (Redis's C
+client, one connection, batches of 16) against the same server, interleaved with the rest,
+and compares its cost per SET with redis-py's pipeline of 16.
+
+Target: redis-py's pipelined cost per SET at most 1.4× redis-benchmark's. Writes
+``bench/redis_pipeline.json`` and the plot ``bench/redis_batching.svg``; exits 0, since the
+numbers are a report about this machine.
 """
 
 from __future__ import annotations
@@ -17,103 +26,149 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
-from helpers.caching.redis_patterns import connect, redis_benchmark, time_sets
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import batch_sweep, fit_sweep, gc_off, out_dir, payback_items, plot_sweep, spread
+
+from helpers.caching.redis_patterns import connect, redis_benchmark
 from helpers.instruments.measure import format_run_details, run_details
 from helpers.instruments.services import start_redis
 
 HERE = Path(__file__).resolve().parent
-PIPELINE_SPEEDUP_TARGET = 10.0  # pipelined vs one round-trip per SET
-C_CLIENT_FRACTION_TARGET = 0.40  # redis-py pipelined SETs/s vs redis-benchmark -c 1 -P 16
+SIZES = (1, 10, 16, 100, 1000)
+C_CLIENT_TARGET = 1.4  # redis-py pipelined µs per SET <= this × redis-benchmark -c 1 -P 16's
+
+
+def make_modes(client) -> dict:
+    keys = {n: [f"k{n}:{i}" for i in range(n)] for n in SIZES}
+    pairs = {n: dict.fromkeys(keys[n], b"v") for n in SIZES}
+
+    def round_trips(n: int) -> float:
+        these = keys[n]
+        with gc_off():
+            start = time.perf_counter()
+            for key in these:
+                client.set(key, b"v")
+            return time.perf_counter() - start
+
+    def pipeline(n: int) -> float:
+        these = keys[n]
+        with gc_off():
+            start = time.perf_counter()
+            with client.pipeline(transaction=False) as pipe:
+                for key in these:
+                    pipe.set(key, b"v")
+                replies = pipe.execute()
+            elapsed = time.perf_counter() - start
+        if len(replies) != n:
+            raise RuntimeError("the pipeline lost replies")
+        return elapsed
+
+    def mset(n: int) -> float:
+        mapping = pairs[n]
+        with gc_off():
+            start = time.perf_counter()
+            client.mset(mapping)
+            return time.perf_counter() - start
+
+    return {"round-trips": round_trips, "pipeline": pipeline, "mset": mset}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--out", type=Path, default=HERE / "redis_pipeline.json")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=100_000, help="SETs per redis-benchmark run")
+    parser.add_argument("--out", type=Path, default=out_dir() / "redis_pipeline.json")
+    parser.add_argument("--plot", type=Path, default=out_dir() / "redis_batching.svg")
     args = parser.parse_args(argv)
-    if args.sets < 1 or args.repeat < 1 or args.requests < 1:
-        parser.error("--sets, --repeat and --requests must be >= 1")
+    if args.rounds < 5 or args.requests < 1000:
+        parser.error("--rounds must be >= 5 (a median needs runs) and --requests >= 1000")
 
     server = start_redis(use_env=False)
+    c_client_per_set: list[float] = []
     try:
         client = connect(server.url)
         try:
-            best = {
-                mode: min(time_sets(client, args.sets, mode, prefix=mode) for _ in range(args.repeat))
-                for mode in ("round-trips", "pipeline", "mset")
-            }
+            modes = make_modes(client)
+            batch_sweep(modes, SIZES, rounds=5, items_per_call=200)  # warm-up: connection, caches
+
+            # The C client's runs take turns with the sweep's rounds: one run after each round.
+            def c_client_round() -> None:
+                rate = redis_benchmark(server.host, server.port, requests=args.requests, pipeline=16, clients=1)
+                if rate is not None:
+                    c_client_per_set.append(1.0 / rate)
+
+            sweep = batch_sweep(modes, SIZES, rounds=args.rounds, after_round=c_client_round)
         finally:
             client.close()
-        bench_runs = []
-        for _ in range(args.repeat):
-            rate = redis_benchmark(server.host, server.port, requests=args.requests, pipeline=16, clients=1)
-            if rate is None:
-                break
-            bench_runs.append(rate)
     finally:
         server.close()
 
-    rates = {mode: args.sets / seconds for mode, seconds in best.items()}
-    bench_rps = max(bench_runs) if bench_runs else None
-    print(f"# redis-py SETs over loopback: {args.sets:,} keys, best of {args.repeat}\n")
-    print("| client | mode | time | per SET | SETs/s |")
-    print("|---|---|---|---|---|")
-    for mode, seconds in best.items():
-        print(f"| redis-py | {mode} | {seconds:.3f} s | {seconds / args.sets * 1e6:.2f} µs | {rates[mode]:,.0f} |")
-    if bench_rps is not None:
-        print(
-            f"| redis-benchmark | -c 1 -P 16, {args.requests:,} SETs | | {1e6 / bench_rps:.2f} µs | {bench_rps:,.0f} |"
-        )
+    fits = fit_sweep(sweep)
+    per_set = {m: {n: spread(sweep[m][n]).scaled(1e6 / n) for n in SIZES} for m in sweep}
+    print(f"# redis-py SETs over loopback: µs per SET, median (min–max) of {args.rounds} rounds\n")
+    print("| n | " + " | ".join(sweep) + " |")
+    print("|---:|" + "---:|" * len(sweep))
+    for n in SIZES:
+        print(f"| {n} | " + " | ".join(per_set[m][n].format() for m in sweep) + " |")
+    print("\nFitted t(n) = a + b·n per call:\n")
+    print("| way | a (µs per call) | b (µs per key) | r² |")
+    print("|---|---:|---:|---:|")
+    for m, fit in fits.items():
+        print(f"| {m} | {fit.a * 1e6:.1f} | {fit.b * 1e6:.2f} | {fit.r2:.4f} |")
+    payback = {m: payback_items(fits[m], fits["round-trips"]) for m in ("pipeline", "mset")}
+    ratio_100 = spread([rt / p for rt, p in zip(sweep["round-trips"][100], sweep["pipeline"][100], strict=True)])
     print()
+    for m, n in payback.items():
+        print(f"{m} pays back from n ≈ {n:.1f} keys" if n else f"{m} never pays back")
+    print(f"round trips / pipeline at n = 100: {ratio_100.format()}×")
 
     checks = []
-    speedup = best["round-trips"] / best["pipeline"]
-    ok = speedup >= PIPELINE_SPEEDUP_TARGET
-    checks.append({"check": "pipeline vs round-trips", "target": PIPELINE_SPEEDUP_TARGET, "value": speedup, "pass": ok})
-    print(
-        f"{'PASS' if ok else 'FAIL'} pipelined >= {PIPELINE_SPEEDUP_TARGET:.0f}× faster than "
-        f"round-trips: {speedup:.1f}×"
-    )
-    fraction = None
-    if bench_rps is None:
+    c_client = spread(c_client_per_set).scaled(1e6) if c_client_per_set else None
+    if c_client is None:
         print("SKIP redis-py vs redis-benchmark: redis-benchmark is not installed (Debian package redis-tools)")
     else:
-        fraction = rates["pipeline"] / bench_rps
-        ok = fraction >= C_CLIENT_FRACTION_TARGET
+        ours = per_set["pipeline"][16]
+        value = ours.median / c_client.median
+        ok = value <= C_CLIENT_TARGET
         checks.append(
             {
-                "check": "redis-py pipeline vs redis-benchmark -c 1 -P 16",
-                "target": C_CLIENT_FRACTION_TARGET,
-                "value": fraction,
+                "check": "redis-py pipeline of 16, µs per SET, vs redis-benchmark -c 1 -P 16 (at most)",
+                "target": C_CLIENT_TARGET,
+                "value": value,
+                "limit": f"C client {c_client.format('µs')} per SET",
+                "measured": f"redis-py {ours.format('µs')} per SET",
                 "pass": ok,
             }
         )
         print(
-            f"{'PASS' if ok else 'FAIL'} redis-py pipelined throughput >= "
-            f"{C_CLIENT_FRACTION_TARGET:.0%} of redis-benchmark -c 1 -P 16: {fraction:.0%}"
+            f"{'PASS' if ok else 'MISS'} redis-py pipelined {ours.format('µs')} per SET <= "
+            f"{C_CLIENT_TARGET}× redis-benchmark's {c_client.format('µs')}: {value:.2f}×"
         )
+    plot_sweep(args.plot, "redis-py SETs on loopback: one call of n keys", sweep, fits)
     print(format_run_details())
 
     report = {
         "benchmark": "redis_pipeline",
-        "sets": args.sets,
-        "repeat": args.repeat,
-        "benchmark_requests": args.requests,
-        "seconds": best,
-        "sets_per_second": rates,
-        "redis_benchmark_sets_per_second": bench_rps,
-        "redis_benchmark_runs": bench_runs,
-        "pipeline_speedup": speedup,
-        "fraction_of_c_client": fraction,
+        "rounds": args.rounds,
+        "sizes": SIZES,
+        "seconds": {m: {str(n): v for n, v in by_n.items()} for m, by_n in sweep.items()},
+        "figures": [
+            {"figure": f"{m}, µs per SET at n = {n}", **per_set[m][n].as_dict()} for m in sweep for n in (1, 100, 1000)
+        ]
+        + ([{"figure": "redis-benchmark -c 1 -P 16, µs per SET", **c_client.as_dict()}] if c_client else [])
+        + [{"figure": "round trips / pipeline at n = 100 (×)", **ratio_100.as_dict()}],
+        "fits": {m: fit.as_dict() for m, fit in fits.items()},
+        "payback_items": payback,
+        "plot": args.plot.name,
         "targets": checks,
         "run_details": run_details(),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out.relative_to(HERE.parent) if args.out.is_relative_to(HERE.parent) else args.out}")
+    print(f"wrote {args.out.name} and {args.plot.name}")
     return 0
 
 

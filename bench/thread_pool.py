@@ -1,21 +1,21 @@
 """Benchmark (a report, not a test): I/O-bound requests on a thread pool at 1..64 workers.
 
-    .venv/bin/python bench/thread_pool.py [--requests 128] [--delay 0.1] [--repeat 3]
+    .venv/bin/python bench/thread_pool.py [--delay 0.1] [--waves 4] [--rounds 5]
 
-Starts ``helpers.threads.pools.DelayServer``, a real HTTP server on 127.0.0.1 whose
-every answer takes ``--delay`` seconds, and fetches ``--requests`` URLs from it:
-first one after another in this thread (serial), then on a ``ThreadPoolExecutor``
-of 1, 2, 4, 8, 16, 32 and 64 threads. A run shorter than 2 s is repeated
-``--repeat`` times and the best time kept; the slow runs (serial, 1 and 2 workers),
-which sleep for seconds and barely vary, run once, which keeps the whole benchmark
-under a minute. Prints a Markdown table of time, speedup (against serial) and
-parallel efficiency, checks the targets, and writes ``bench/thread_pool.json``
-with the run details. Always exits 0: the numbers are a report about this
-machine, not a pass/fail test of the book.
+Starts ``helpers.threads.pools.DelayServer`` (chapter 7), a real HTTP server on 127.0.0.1
+whose every answer takes ``--delay`` seconds, and fetches from it with ``fetch`` (urllib):
+one request after another in this thread (serial), and on a ``ThreadPoolExecutor`` of 1, 2,
+4, 8, 16, 32 and 64 threads, each run ``--waves`` × workers requests, so that every pool
+size runs the same number of waves. All of them take turns, in a new order each round.
 
-The client and the server share this process and its GIL, so each request's
-Python work (about 1-2 ms, client and server together) caps the throughput.
-A 100 ms delay keeps 32 threads' target (320 requests/s) below that cap.
+A pool of k threads can at best do k requests in the time serial code does one, so the
+speedup of k workers is its throughput over the serial throughput of the same round. The
+client and the server share this process and its GIL: the serial run's time over the delay
+is the Python work per request, which caps how far the speedup can rise.
+
+Also measured: the cost per task of the pool itself (10,000 tasks that do nothing) and the
+start-up of k threads. Target: 32 workers at least 0.95 × 32. Writes ``bench/thread_pool.json``;
+exits 0, since the numbers are a report about this machine.
 """
 
 from __future__ import annotations
@@ -23,95 +23,146 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from helpers.instruments.measure import Timer, format_run_details, run_details
-from helpers.instruments.speedup import format_speedup_table, speedup_points
-from helpers.threads.pools import DelayServer, fetch, format_throughput_table, run_fetches
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import check_rounds, gc_off, interleave, out_dir, spread
+
+from helpers.instruments.measure import format_run_details, run_details
+from helpers.threads.pools import DelayServer, fetch
 
 HERE = Path(__file__).resolve().parent
 WORKER_COUNTS = (1, 2, 4, 8, 16, 32, 64)
-#: workers -> the least speedup over serial we expect on an otherwise idle machine
-TARGETS = {32: 28.0}
-REPEAT_BELOW = 2.0  # seconds: runs shorter than this are repeated
-
-
-def serial_run(server: DelayServer, requests: int, timeout: float) -> tuple[float, list[str]]:
-    with Timer() as t:
-        bodies = [fetch(f"{server.url}/item/{i}", timeout) for i in range(requests)]
-    return t.elapsed, bodies
+TARGET_WORKERS, EFFICIENCY_TARGET = 32, 0.95
+SERIAL_REQUESTS = 16
+TIMEOUT = 30.0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=128)
     parser.add_argument("--delay", type=float, default=0.1)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
-    parser.add_argument("--out", type=Path, default=HERE / "thread_pool.json")
+    parser.add_argument("--waves", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=out_dir() / "thread_pool.json")
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.requests < 1 or not 0 < args.delay <= 5:
-        parser.error("--repeat and --requests must be >= 1, --delay in (0, 5]")
+    if args.waves < 1 or not 0 < args.delay <= 5:
+        parser.error("--waves must be >= 1, --delay in (0, 5]")
+    check_rounds(args.rounds)
 
-    expected = [f"/item/{i}" for i in range(args.requests)]
-    times: dict[int, float] = {}
-    best_runs = {}
-    with Timer() as total, DelayServer(delay=args.delay) as server:
-        serial, bodies = serial_run(server, args.requests, args.timeout)
-        if bodies != expected:
-            print("ERROR: the serial run got wrong answers", file=sys.stderr)
-        for workers in WORKER_COUNTS:
-            runs = [run_fetches(workers, server.url, args.requests, args.timeout)]
-            while runs[0].elapsed < REPEAT_BELOW and len(runs) < args.repeat:
-                runs.append(run_fetches(workers, server.url, args.requests, args.timeout))
-            if any(r.result != expected for r in runs):
-                print(f"ERROR: {workers} workers got wrong answers", file=sys.stderr)
-            best_runs[workers] = min(runs, key=lambda r: r.elapsed)
-            times[workers] = best_runs[workers].elapsed
+    with DelayServer(delay=args.delay) as server:
+        url = server.url + "/item/"
+
+        def serial() -> float:  # seconds per request
+            with gc_off():
+                began = time.perf_counter()
+                bodies = [fetch(f"{url}{i}", TIMEOUT) for i in range(SERIAL_REQUESTS)]
+                elapsed = time.perf_counter() - began
+            if bodies != [f"/item/{i}" for i in range(SERIAL_REQUESTS)]:
+                raise RuntimeError("the serial run got wrong answers")
+            return elapsed / SERIAL_REQUESTS
+
+        def pooled(k: int) -> float:  # seconds per request
+            n = args.waves * k
+            with ThreadPoolExecutor(max_workers=k) as pool:
+                list(pool.map(lambda _: None, range(k)))  # start the threads before the clock
+                with gc_off():
+                    began = time.perf_counter()
+                    bodies = list(pool.map(lambda i: fetch(f"{url}{i}", TIMEOUT), range(n), timeout=TIMEOUT * 4))
+                    elapsed = time.perf_counter() - began
+            if bodies != [f"/item/{i}" for i in range(n)]:
+                raise RuntimeError(f"{k} workers got wrong answers")
+            return elapsed / n
+
+        serial()  # warm-up
+        modes = {"serial": serial, **{k: (lambda k=k: pooled(k)) for k in WORKER_COUNTS}}
+        per_request = interleave(modes, args.rounds)
         errors = server.errors
 
-    points = speedup_points(times, baseline=serial)
+    # The pool's own costs: tasks that do nothing, and starting k threads that all check in.
+    empty, startup = [], {k: [] for k in (8, 32)}
+    for _ in range(args.rounds):
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(int, range(4)))
+            with gc_off():
+                began = time.perf_counter()
+                list(pool.map(int, range(10_000)))
+                empty.append((time.perf_counter() - began) / 10_000)
+        for k, values in startup.items():
+            barrier = threading.Barrier(k + 1)
+            with ThreadPoolExecutor(max_workers=k) as pool:
+                began = time.perf_counter()
+                futures = [pool.submit(barrier.wait, TIMEOUT) for _ in range(k)]
+                barrier.wait(TIMEOUT)
+                values.append(time.perf_counter() - began)
+                for f in futures:
+                    f.result(TIMEOUT)
+
+    serial_s = spread(per_request["serial"]).scaled(1e3)
+    work_ms = spread([t - args.delay for t in per_request["serial"]]).scaled(1e3)
     print(
-        f"# Thread pool: {args.requests} HTTP requests of {args.delay * 1000:.0f} ms to a local server, "
-        f"best of up to {args.repeat} (runs under {REPEAT_BELOW:.0f} s)\n"
+        f"# Thread pool: HTTP requests of {args.delay * 1000:.0f} ms to a server in this process, "
+        f"{args.waves} waves per pool size; median (min–max) of {args.rounds} rounds\n"
     )
-    print(
-        f"serial (no pool, one request after another): {serial:.2f} s "
-        f"(at least {args.requests * args.delay:.2f} s of server delay)"
-    )
+    print(f"serial: {serial_s.format('ms')} per request, of which Python work {work_ms.format('ms')}")
+    print("\n| workers | ms per request | speedup (paired) | efficiency |")
+    print("|---:|---:|---:|---:|")
+    figures = [
+        {"figure": "serial, ms per request", **serial_s.as_dict()},
+        {"figure": "Python work per request (serial time − delay), ms", **work_ms.as_dict()},
+    ]
+    speedups = {}
+    for k in WORKER_COUNTS:
+        t = spread(per_request[k]).scaled(1e3)
+        s = spread([a / b for a, b in zip(per_request["serial"], per_request[k], strict=True)])
+        speedups[k] = s
+        print(f"| {k} | {t.format()} | {s.format()} | {s.median / k:.1%} |")
+        figures.append({"figure": f"{k} workers: speedup over serial (×)", **s.as_dict()})
+    empty_us = spread(empty).scaled(1e6)
+    print(f"\ncost per empty task on a pool of 4 threads: {empty_us.format('µs')}")
+    figures.append({"figure": "cost per empty task, µs", **empty_us.as_dict()})
+    for k, values in startup.items():
+        up = spread(values).scaled(1e3)
+        print(f"start-up of {k} threads (all checked in): {up.format('ms')}")
+        figures.append({"figure": f"start-up of {k} threads, ms", **up.as_dict()})
     print()
-    print(format_speedup_table(points, percent=True))
-    print()
-    print("The same runs through Little's law (in flight = requests/s × mean latency):\n")
-    print(format_throughput_table(best_runs.values()))
-    print()
-    checks = []
-    for workers, target in TARGETS.items():
-        point = next(p for p in points if p.workers == workers)
-        ok = point.speedup >= target
-        checks.append(
-            {"check": f"{workers} workers vs serial (speedup)", "target": target, "value": point.speedup, "pass": ok}
-        )
-        print(f"{'PASS' if ok else 'FAIL'} {workers} workers >= {target:.0f}× serial: {point.speedup:.2f}×")
+
+    target = EFFICIENCY_TARGET * TARGET_WORKERS
+    got = speedups[TARGET_WORKERS]
+    ok = got.median >= target
+    checks = [
+        {
+            "check": f"{TARGET_WORKERS} workers: speedup over serial, at least {EFFICIENCY_TARGET} × {TARGET_WORKERS}",
+            "target": target,
+            "value": got.median,
+            "limit": f"{TARGET_WORKERS}× ({TARGET_WORKERS} requests in flight)",
+            "measured": f"{got.format()}×",
+            "pass": ok,
+        }
+    ]
+    print(f"{'PASS' if ok else 'MISS'} {TARGET_WORKERS} workers >= {target:.1f}× serial: {got.format()}×")
     if errors:
         print(f"server-side request errors: {errors}")
     print(format_run_details())
-    print(f"total benchmark time: {total.elapsed:.1f} s")
 
     report = {
         "benchmark": "thread_pool",
-        "requests": args.requests,
         "delay_seconds": args.delay,
-        "repeat": args.repeat,
-        "serial_seconds": serial,
-        "points": [vars(p) for p in points],
+        "waves": args.waves,
+        "rounds": args.rounds,
+        "seconds_per_request": {str(m): v for m, v in per_request.items()},
+        "seconds_per_empty_task": empty,
+        "startup_seconds": {str(k): v for k, v in startup.items()},
+        "figures": figures,
         "targets": checks,
         "server_errors": errors,
-        "total_seconds": total.elapsed,
         "run_details": run_details(),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out.relative_to(HERE.parent) if args.out.is_relative_to(HERE.parent) else args.out}")
+    print(f"wrote {args.out.name}")
     return 0
 
 
