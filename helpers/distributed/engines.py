@@ -166,6 +166,9 @@ class CeleryWorker:
     process: subprocess.Popen = field(repr=False)
     logfile: Path = field(repr=False)
     workdir: Path = field(repr=False)
+    #: The worker's command line (``python -m celery ...``), without the ``setpriv`` prefix
+    #: that makes the kernel stop it if this process dies.
+    command: list[str] = field(default_factory=list, repr=False)
 
     @property
     def pid(self) -> int:
@@ -268,7 +271,7 @@ def start_celery_worker(
             cwd=workdir,
             env=env,
         )
-    worker = CeleryWorker(name, queue, concurrency, process, logfile, workdir)
+    worker = CeleryWorker(name, queue, concurrency, process, logfile, workdir, command=command)
     deadline = time.monotonic() + timeout
     try:
         while not _worker_answers(name):

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import psutil
@@ -266,3 +267,9 @@ def test_stop_leaves_no_celery_process(redis_server):
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in children)
     assert extra.pid not in {p.pid for p in engines.celery_processes()}
     assert engines.stop_celery_worker(extra) == "already stopped"
+
+
+def test_worker_command_is_the_celery_command_line(worker):
+    # What the chapter prints: the worker's own command, not the setpriv prefix before it.
+    assert worker.command[0] == sys.executable and worker.command[1:3] == ["-m", "celery"]
+    assert list(worker.process.args[-len(worker.command) :]) == worker.command
