@@ -33,15 +33,16 @@ MAX_SLEEPS = 20_000
 
 def sleep_in_greenlets(n: int, delay: float, timeout: float) -> tuple[int, int, str]:
     """``n`` greenlets each call ``gevent.sleep(delay)``; return (completed, most asleep at once, error)."""
-    count = {"asleep": 0, "peak": 0}  # one OS thread, no switch between these lines: no lock needed
+    count = {"started": 0, "asleep": 0, "peak": 0}  # one OS thread, no switch between these lines
     all_started = gevent.event.Event()  # the gate: none sleeps before all n have started
 
     def sleeper() -> None:
-        count["asleep"] += 1
-        count["peak"] = max(count["peak"], count["asleep"])
-        if count["asleep"] == n:
+        count["started"] += 1
+        if count["started"] == n:
             all_started.set()  # the last one to start opens the gate
         all_started.wait(timeout)
+        count["asleep"] += 1  # counted past the gate: the peak is how many slept at once
+        count["peak"] = max(count["peak"], count["asleep"])
         gevent.sleep(delay)
         count["asleep"] -= 1
 
@@ -56,14 +57,15 @@ def sleep_in_greenlets(n: int, delay: float, timeout: float) -> tuple[int, int, 
 
 def sleep_in_tasks(n: int, delay: float, timeout: float) -> tuple[int, int, str]:
     """``n`` asyncio tasks each ``await asyncio.sleep(delay)``; the same numbers."""
-    count = {"asleep": 0, "peak": 0, "completed": 0}
+    count = {"started": 0, "asleep": 0, "peak": 0, "completed": 0}
 
     async def sleeper(all_started: asyncio.Event) -> None:
-        count["asleep"] += 1
-        count["peak"] = max(count["peak"], count["asleep"])
-        if count["asleep"] == n:
+        count["started"] += 1
+        if count["started"] == n:
             all_started.set()  # the last one to start opens the gate
         await all_started.wait()  # the gather's wait_for bounds this wait
+        count["asleep"] += 1  # counted past the gate: the peak is how many slept at once
+        count["peak"] = max(count["peak"], count["asleep"])
         await asyncio.sleep(delay)
         count["asleep"] -= 1
         count["completed"] += 1
