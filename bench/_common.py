@@ -375,3 +375,19 @@ def out_dir() -> Path:
     when the machine stayed quiet, so a busy run cannot replace what the book shows.
     """
     return Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent)
+
+
+def print_sweep_tables(sweep: dict[str, dict[int, list[float]]], fits: dict[str, LineFit]) -> dict:
+    """Print a sweep's µs per item (median, min–max) by n, then its fitted lines; return the per-item spreads."""
+    sizes = sorted(next(iter(sweep.values())))
+    per_item = {m: {n: spread(sweep[m][n]).scaled(1e6 / n) for n in sizes} for m in sweep}
+    print("| n | " + " | ".join(sweep) + " |")
+    print("|---:|" + "---:|" * len(sweep))
+    for n in sizes:
+        print(f"| {n} | " + " | ".join(per_item[m][n].format() for m in sweep) + " |")
+    print("\nFitted t(n) = a + b·n per call:\n")
+    print("| way | a (µs per call) | b (µs per item) | r² |")
+    print("|---|---:|---:|---:|")
+    for m, fit in fits.items():
+        print(f"| {m} | {fit.a * 1e6:.1f} | {fit.b * 1e6:.2f} | {fit.r2:.4f} |")
+    return per_item

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import batch_sweep, fit_sweep, gc_off, out_dir, payback_items, plot_sweep, spread
+from _common import batch_sweep, fit_sweep, gc_off, out_dir, payback_items, plot_sweep, print_sweep_tables, spread
 
 from helpers.caching.memcached import make_client, make_keys
 from helpers.instruments.measure import format_run_details, run_details
@@ -80,17 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     assert not server.is_running()
 
     fits = fit_sweep(sweep)
-    per_key = {m: {n: spread(sweep[m][n]).scaled(1e6 / n) for n in SIZES} for m in sweep}
     print(f"# pymemcache on loopback, {args.value_bytes}-byte values: µs per key, median (min–max)\n")
-    print("| n | " + " | ".join(sweep) + " |")
-    print("|---:|" + "---:|" * len(sweep))
-    for n in SIZES:
-        print(f"| {n} | " + " | ".join(per_key[m][n].format() for m in sweep) + " |")
-    print("\nFitted t(n) = a + b·n per call:\n")
-    print("| way | a (µs per call) | b (µs per key) | r² |")
-    print("|---|---:|---:|---:|")
-    for m, fit in fits.items():
-        print(f"| {m} | {fit.a * 1e6:.1f} | {fit.b * 1e6:.2f} | {fit.r2:.4f} |")
+    per_key = print_sweep_tables(sweep, fits)
     payback = payback_items(fits["get_many"], fits["gets"])
     ratio_100 = spread([g / m for g, m in zip(sweep["gets"][100], sweep["get_many"][100], strict=True)])
     print(f"\nget_many pays back from n ≈ {payback:.1f} keys" if payback else "\nget_many never pays back")

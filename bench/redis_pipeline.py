@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import batch_sweep, fit_sweep, gc_off, out_dir, payback_items, plot_sweep, spread
+from _common import batch_sweep, fit_sweep, gc_off, out_dir, payback_items, plot_sweep, print_sweep_tables, spread
 
 from helpers.caching.redis_patterns import connect, redis_benchmark
 from helpers.instruments.measure import format_run_details, run_details
@@ -108,17 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
 
     fits = fit_sweep(sweep)
-    per_set = {m: {n: spread(sweep[m][n]).scaled(1e6 / n) for n in SIZES} for m in sweep}
     print(f"# redis-py SETs over loopback: µs per SET, median (min–max) of {args.rounds} rounds\n")
-    print("| n | " + " | ".join(sweep) + " |")
-    print("|---:|" + "---:|" * len(sweep))
-    for n in SIZES:
-        print(f"| {n} | " + " | ".join(per_set[m][n].format() for m in sweep) + " |")
-    print("\nFitted t(n) = a + b·n per call:\n")
-    print("| way | a (µs per call) | b (µs per key) | r² |")
-    print("|---|---:|---:|---:|")
-    for m, fit in fits.items():
-        print(f"| {m} | {fit.a * 1e6:.1f} | {fit.b * 1e6:.2f} | {fit.r2:.4f} |")
+    per_set = print_sweep_tables(sweep, fits)
     payback = {m: payback_items(fits[m], fits["round-trips"]) for m in ("pipeline", "mset")}
     ratio_100 = spread([rt / p for rt, p in zip(sweep["round-trips"][100], sweep["pipeline"][100], strict=True)])
     print()
