@@ -212,9 +212,10 @@ def test_scattered_data_arrives_once_per_worker(dask_client):
     [scattered] = dask_client.scatter([numbers])
     before = arrived()
     once = dask_client.gather(dask_client.map(payloads.total, [scattered] * 6, range(6), [1_000] * 6, pure=False))
-    holders = dask_client.who_has([scattered])[scattered.key]
+    sent_after_scatter = arrived() - before
     assert per_task == once and sent_with_each_task == 6
-    assert 1 <= len(holders) <= 2 and arrived() - before == len(holders) - 1  # the scatter itself came before
+    # Not compared with who_has(): the Active Memory Manager drops surplus copies every 2 s.
+    assert 0 <= sent_after_scatter <= len(dask_client.scheduler_info()["workers"]) - 1  # the scatter came before
 
 
 # ---------------------------------------------------------------- Celery
