@@ -15,14 +15,23 @@ export PYTHONS START_METHODS COMBOS MATRIX_JOBS MATRIX_FRESH MATRIX_PREPARE_ONLY
 
 .PHONY: book test lint lab unit nbval test-spawn test-matrix check-html check-binder browser-packages setup system-packages bench execute freeze clean
 
-book: setup
+# Both editions: the English book into _build/html, and the Chinese one (generated into zh/ from
+# the English notebooks and i18n/zh/'s catalogs by scripts/i18n.py) into _build/html/zh.
+define build_books
+	$(BIN)/python scripts/i18n.py build
 	$(BIN)/jupyter-book build . $(JB_STRICT)
-	@echo "The book is in _build/html/index.html"
+	$(BIN)/jupyter-book build zh --path-output _build/zh $(JB_STRICT)
+	rm -rf _build/html/zh && cp -r _build/zh/_build/html _build/html/zh
+endef
+
+book: setup
+	$(build_books)
+	@echo "The book is in _build/html/index.html (中文版: _build/html/zh/index.html)"
 
 test: setup browser-packages lint
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --nbval $(NB)
-	$(BIN)/jupyter-book build . $(JB_STRICT)
+	$(build_books)
 	$(BIN)/python -m pytest browser_tests
 
 # ruff (pinned in requirements.txt, configured in pyproject.toml): lint and format check of the
@@ -38,7 +47,7 @@ lab: setup
 # The built book in headless Chromium: every page loads, with its title, outputs, images
 # and launch button, and no console errors but offline CDN loads. Screenshots: _build/screenshots/.
 check-html: setup browser-packages
-	$(BIN)/jupyter-book build . $(JB_STRICT)
+	$(build_books)
 	$(BIN)/python -m pytest browser_tests
 
 unit: setup
@@ -92,6 +101,7 @@ bench: setup
 # Each cell has a timeout, and a notebook is written back only if it ran without errors or stderr.
 execute: setup
 	$(BIN)/python scripts/execute-notebook $(if $(filter notebooks,$(NB)),notebooks/*.ipynb,$(NB))
+	@$(BIN)/python scripts/i18n.py build || echo "execute: zh/ not regenerated; see CONTRIBUTING.md, Translations"
 
 # Re-pin requirements.txt from requirements.in in a scratch venv.
 freeze:

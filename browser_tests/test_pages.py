@@ -8,7 +8,12 @@ For every page of the built book (`_build/html`, served on loopback), this check
 * a chapter has the launch button (Binder);
 * the browser console holds no errors, except failed loads of external URLs (this machine
   is offline: the MathJax and widget scripts come from CDNs);
-* no interactive widget is drawn twice.
+* no interactive widget is drawn twice;
+* no MyST markup is left unrendered in the text;
+* it links to the same page of the other edition (English, 中文), and that page exists.
+
+The Chinese edition's pages (``zh/``, built by ``make book`` into ``_build/html/zh``) get the
+same checks, and the CJK font their screenshots need must be installed.
 
 A screenshot of each page is saved under `_build/screenshots/`.
 """
@@ -18,12 +23,15 @@ from __future__ import annotations
 import functools
 import http.server
 import re
+import shutil
+import subprocess
 import threading
+import urllib.request
 from urllib.parse import urlparse
 
 import pytest
 
-from browser_tests.common import HTML, PAGES, SHOTS
+from browser_tests.common import HTML, PAGES, SHOTS, ZH_PAGES, raw_myst
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +59,15 @@ def external_failure(message: str, origin: str) -> bool:
     return bool(urls) and all(not url.startswith(origin) for url in urls)
 
 
-@pytest.mark.parametrize("page", PAGES)
+def test_cjk_font_installed():
+    """Without a CJK font, Chromium draws the Chinese pages (and the Chinese terms) as boxes."""
+    fc_list = shutil.which("fc-list")
+    assert fc_list, "fc-list is missing: install fontconfig (apt-check.txt)"
+    families = subprocess.run([fc_list, ":lang=zh", "family"], capture_output=True, text=True, timeout=30).stdout
+    assert families.strip(), "no font covers Chinese: install fonts-noto-cjk (apt-check.txt)"
+
+
+@pytest.mark.parametrize("page", PAGES + ZH_PAGES)
 def test_page(page, server, browser):
     url = f"{server}/{page}.html"
     browser.get(url)
@@ -74,7 +90,23 @@ def test_page(page, server, browser):
     broken = [img[0][:80] for img in local if not (img[1] and img[2] > 0 and img[3] > 0)]
     assert not broken, f"{page}: images that did not load: {broken}"
 
-    if page.startswith("notebooks/"):
+    article_text = browser.execute_script(
+        "const a = document.querySelector('article') || document.body; const c = a.cloneNode(true);"
+        "c.querySelectorAll('pre, code, .cell_output').forEach(e => e.remove()); return c.innerText"
+    )
+    raw = raw_myst(article_text)
+    assert not raw, f"{page}: raw MyST markup on the page: {raw[:10]}"
+
+    other = browser.execute_script(
+        "const a = document.querySelector('a.other-edition-link'); return a ? [a.href, a.lang] : null"
+    )
+    assert other, f"{page}: no link to the other edition"
+    counterpart = page.removeprefix("zh/") if page.startswith("zh/") else f"zh/{page}"
+    assert other[0] == f"{server}/{counterpart}.html", f"{page}: links to {other[0]}, not {counterpart}"
+    with urllib.request.urlopen(other[0], timeout=10) as response:
+        assert response.status == 200, f"{page}: the other edition's page {other[0]} is missing"
+
+    if page.removeprefix("zh/").startswith("notebooks/"):
         outputs = browser.execute_script("return document.querySelectorAll('.cell_output').length")
         assert outputs > 0, f"{page}: no code outputs shown"
         assert any(img[0].startswith("data:") or "/_images/" in img[0] for img in local), f"{page}: no plot"
