@@ -162,8 +162,16 @@ def save_catalog(source: str, catalog: dict) -> None:
 # ----------------------------------------------------------------------------- status
 
 
-_ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<body>[^`]*)`")
-_CODE = re.compile(r"(?<![`\w])`(?P<code>[^`\n]+)`(?!`)")
+# As in CommonMark, an inline code span or a role may run across a line end (not a blank line);
+# its text is compared with each line end read as a space, so a translation may rewrap it.
+_ROLE = re.compile(r"(?<!`)\{(?P<role>[\w:-]+)\}`(?P<body>(?:[^`\n]|\n(?!\s*\n))*)`")
+_CODE = re.compile(r"(?<![`\w])`(?P<code>(?:[^`\n]|\n(?!\s*\n))+)`(?!`)")
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", text)
+
+
 _LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 
 
@@ -205,7 +213,7 @@ def skeleton(text: str) -> dict[str, list]:
         elif re.match(r"#{1,6} ", stripped):
             headings.append(len(stripped) - len(stripped.lstrip("#")))
     prose = "\n".join(line for line in text.splitlines())
-    roles = sorted((m["role"], _role_target(m["body"])) for m in _ROLE.finditer(prose))
+    roles = sorted((m["role"], _one_line(_role_target(m["body"]))) for m in _ROLE.finditer(prose))
     without_roles = _ROLE.sub("", prose)
     return {
         "fences and directives": fences,
@@ -215,7 +223,7 @@ def skeleton(text: str) -> dict[str, list]:
         "code blocks": code_blocks,
         "role targets": roles,
         "link targets": sorted(m["target"] for m in _LINK.finditer(without_roles)),
-        "inline code": sorted(m["code"] for m in _CODE.finditer(without_roles)),
+        "inline code": sorted(_one_line(m["code"]) for m in _CODE.finditer(without_roles)),
     }
 
 
