@@ -1,34 +1,42 @@
-"""One grid, five concurrency models, four workloads: run each pair in a fresh process.
+"""One grid, six concurrency models, four workloads: every run in a fresh process, interleaved.
 
 Used by chapter 15 (choose a concurrency model, measured).
 
 The models are :data:`MODELS`: ``sequential`` (one loop), ``threads`` (a
-``ThreadPoolExecutor`` of :data:`WORKERS` threads), ``processes`` (a
-``ProcessPoolExecutor`` of :data:`WORKERS` processes; pools are started, and
-warmed up until every worker has run one short task (:func:`warm_up`), inside the
-timed run, and the start-up is also reported on its own), ``gevent`` (one greenlet per task, in a monkey-patched process) and
-``asyncio`` (one task per task, on one event loop). The workloads are
-:data:`WORKLOADS`:
+``ThreadPoolExecutor`` of :data:`WORKERS` threads), ``thread-per-task`` (one
+``threading.Thread`` per task, no pool), ``processes`` (a ``ProcessPoolExecutor`` of
+:data:`WORKERS` processes; the pools are started, and warmed up until every worker has run
+one short task (:func:`warm_up`), inside the timed run, and the start-up is also reported on
+its own), ``gevent`` (one greenlet per task, in a monkey-patched process) and ``asyncio``
+(one task per task, on one event loop). The workloads are :data:`WORKLOADS`:
 
-* ``cpu``: count the primes below :data:`CPU_LIMIT` in :data:`CPU_CHUNKS` chunks;
+* ``cpu``: count the primes below :data:`CPU_LIMIT` in :data:`CPU_CHUNKS` chunks of equal
+  cost (:func:`prime_chunks` cuts by loop iterations, :func:`loop_iterations`);
 * ``io``: :data:`IO_REQUESTS` GETs of :data:`IO_DELAY` seconds each, against a
   :class:`helpers.threads.pools.DelayServer` on loopback;
-* ``mixed``: :data:`MIXED_TASKS` tasks, each one GET and then a chunk of primes;
-* ``idle``: :data:`IDLE_CLIENTS` idle clients, each a wait of :data:`IDLE_HOLD`
-  seconds (a sleep standing in for an idle connection), within a budget of
-  :data:`IDLE_BUDGET` seconds: how many clients does each model get through?
+* ``mixed``: :data:`MIXED_TASKS` tasks, each one GET and then a chunk of primes; each
+  records its GET's latency and its chunk's compute time;
+* ``idle``: :data:`IDLE_CLIENTS` idle clients, each a real TCP connection that a
+  :class:`helpers.choosing.idle_server.HoldServer` holds for :data:`IDLE_HOLD` seconds,
+  within a budget of :data:`IDLE_BUDGET` seconds: how many does each model get through?
 
-:func:`workload_tasks` gives a workload's task function (and its coroutine twin, for
-asyncio) and argument tuples; :func:`run_sequential`, :func:`run_threads`,
-:func:`run_processes`, :func:`run_gevent` and :func:`run_asyncio` are the five models,
-each running those tasks its own way. Chapter 15 shows their source, and the tasks', before
-it runs them. :func:`run_in_this_process` runs one pair and returns its measurements; it is what
-``python -m helpers.scripts.compare_models MODEL WORKLOAD`` calls in a fresh
-interpreter (which patches with gevent first, for the gevent model). In the parent,
-:func:`run_pair` starts that script and reads its JSON line, :func:`run_grid` runs
-every pair, :func:`physical_limits` says how fast each pair could possibly be on
-this machine, and :func:`format_results_table` (with :func:`markdown_table_to_html`) and
-:func:`plot_grid` show the results.
+Every model talks HTTP through one client: :func:`fetch_item` (a blocking socket; under
+gevent's ``patch_all()`` it is gevent's cooperative socket) and its asyncio twin
+:func:`async_fetch_item`, which send the same bytes (:func:`http_request`) and parse the
+answer with the same function (:func:`parse_response`).
+
+:func:`workload_tasks` gives a workload's task function (and its coroutine twin) and
+argument tuples; :func:`run_sequential`, :func:`run_threads`, :func:`run_thread_per_task`,
+:func:`run_processes`, :func:`run_gevent` and :func:`run_asyncio` are the models.
+:func:`run_in_this_process` runs one pair and returns its measurements; it is what
+``python -m helpers.scripts.compare_models MODEL WORKLOAD`` calls in a fresh interpreter
+(which patches with gevent first, for the gevent model). In the parent, :func:`run_pair`
+starts that script and reads its JSON line, and :func:`run_grid` runs every pair
+:data:`REPEATS` times, interleaved: repeat by repeat, each workload's models in a rotated
+order. :func:`spread` and :func:`summarize` turn the repeats into a median with its min and
+max, :func:`clearly_less` and :func:`agree` compare two of them, :func:`physical_limits`
+says how fast each pair could be here, and :func:`format_results_table` (with
+:func:`markdown_table_to_html`) and :func:`plot_grid` show the results.
 
 Workers return values; nothing here prints.
 """
@@ -36,17 +44,24 @@ Workers return values; nothing here prints.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import functools
+import ipaddress
+import itertools
 import json
 import math
 import os
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,6 +72,7 @@ __all__ = [
     "MODELS",
     "WORKLOADS",
     "WORKERS",
+    "REPEATS",
     "CPU_LIMIT",
     "CPU_CHUNKS",
     "IO_REQUESTS",
@@ -68,7 +84,10 @@ __all__ = [
     "IDLE_BUDGET",
     "peak_memory_kib",
     "primes_below",
+    "loop_iterations",
     "prime_chunks",
+    "http_request",
+    "parse_response",
     "fetch_item",
     "async_fetch_item",
     "fetch_then_count",
@@ -83,37 +102,58 @@ __all__ = [
     "results_by",
     "ready",
     "run_threads",
+    "run_thread_per_task",
     "in_worker",
     "run_processes",
     "run_gevent",
     "run_asyncio",
     "run_in_this_process",
+    "percentile",
     "PairResult",
     "run_pair",
+    "rotated",
     "run_grid",
+    "Spread",
+    "spread",
+    "summarize",
+    "paired_ratios",
+    "clearly_less",
+    "agree",
     "physical_limits",
+    "format_spread",
     "format_results_table",
     "markdown_table_to_html",
     "plot_grid",
 ]
 
-MODELS = ("sequential", "threads", "processes", "gevent", "asyncio")
+MODELS = ("sequential", "threads", "thread-per-task", "processes", "gevent", "asyncio")
 WORKLOADS = ("cpu", "io", "mixed", "idle")
-#: Threads in the thread pool and processes in the process pool (greenlets and tasks: one per task).
+#: Threads in the thread pool and processes in the process pool (the other concurrent models: one per task).
 WORKERS = 4
+#: How many times the grid runs, interleaved (every model once per repeat, in a rotated order).
+REPEATS = 5
+#: Models that run at most WORKERS tasks at once; the others run one at a time or all at once.
+_POOLED = ("threads", "processes")
 
 CPU_LIMIT = 600_000
 CPU_CHUNKS = 8
-IO_REQUESTS = 64
-IO_DELAY = 0.05
-MIXED_TASKS = 32
-MIXED_LIMIT = 480_000  # the mixed tasks count the primes below this, one chunk each
-IDLE_CLIENTS = 2_000
-IDLE_HOLD = 0.5
-IDLE_BUDGET = 2.25  # four holds fit, with a quarter second to spare
+IO_REQUESTS = 32
+IO_DELAY = 0.03
+MIXED_TASKS = 16
+MIXED_LIMIT = 250_000  # the mixed tasks count the primes below this, one chunk each
+IDLE_CLIENTS = 1_000
+IDLE_HOLD = 0.2
+IDLE_BUDGET = 0.9  # four holds fit, with a tenth of a second to spare
 
 _MAX_TIMEOUT = 600.0
 _REQUEST_TIMEOUT = 10.0
+
+
+def _concurrency(model: str, tasks: int) -> int:
+    """How many of ``tasks`` tasks ``model`` runs at once."""
+    if model == "sequential":
+        return 1
+    return min(WORKERS, tasks) if model in _POOLED else tasks
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -171,98 +211,174 @@ def primes_below(limit: int) -> int:
     return sum(sieve)
 
 
+def loop_iterations(limit: int) -> array:
+    """For each n below ``limit``, the loop iterations ``count_primes_in_range`` spends on n.
+
+    One turn of the outer loop for every n >= 2, plus the inner loop's trial divisions for an
+    odd n: up to its smallest odd prime factor if that is at most isqrt(n), else all the odd
+    divisors 3, 5, ... up to isqrt(n). Counted from a smallest-factor sieve, without dividing.
+    """
+    limit = _check_int("limit", limit, 0, 50_000_000)
+    smallest = array("I", bytes(4 * limit))
+    # Largest first: a smaller factor written later overwrites a larger one.
+    for p in range(math.isqrt(max(limit - 1, 0)) | 1, 2, -2):
+        smallest[p * p :: 2 * p] = array("I", [p]) * len(range(p * p, limit, 2 * p))
+    costs = array("I", bytes(4 * limit))
+    for n in range(2, limit):
+        if n % 2 == 0:
+            costs[n] = 1
+        elif smallest[n]:
+            costs[n] = 1 + (smallest[n] - 1) // 2  # d = 3, 5, ..., smallest[n]
+        else:
+            costs[n] = 1 + len(range(3, math.isqrt(n) + 1, 2))  # a prime: every odd d up to isqrt(n)
+    return costs
+
+
 def prime_chunks(limit: int, chunks: int) -> list[tuple[int, int]]:
-    """Split ``range(limit)`` into ``chunks`` consecutive (start, stop) pairs covering it exactly."""
+    """Split ``range(limit)`` into ``chunks`` consecutive (start, stop) pairs of equal cost.
+
+    Equal cost, not equal width: a number near ``limit`` takes more trial divisions than a
+    small one, so each boundary is where the running total of :func:`loop_iterations`
+    first reaches the next equal share. The pairs cover ``range(limit)`` exactly.
+    """
     limit = _check_int("limit", limit, 0, 50_000_000)
     chunks = _check_int("chunks", chunks, 1, 10_000)
-    edges = [limit * i // chunks for i in range(chunks + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(_equal_cost_edges(limit, chunks))
 
 
-def _opener():
-    import urllib.request  # imported late: in the gevent model, after monkey-patching
-
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def fetch_item(url: str, timeout: float = _REQUEST_TIMEOUT) -> str:
-    """GET ``url`` with ``urllib`` (blocking; cooperative once gevent has patched sockets); return the body."""
-    _check_url(url)
-    timeout = _check_seconds("timeout", timeout, 60.0, positive=True)
-    with _opener().open(url, timeout=timeout) as response:
-        return response.read().decode()
+@functools.lru_cache(maxsize=8)
+def _equal_cost_edges(limit: int, chunks: int) -> tuple[tuple[int, int], ...]:
+    running = array("Q", itertools.accumulate(loop_iterations(limit)))
+    total = running[-1] if running else 0
+    edges = [0] + [bisect.bisect_left(running, total * i / chunks) + 1 for i in range(1, chunks)] + [limit]
+    edges = [min(max(edge, 0), limit) for edge in edges]
+    return tuple(zip(edges[:-1], edges[1:]))
 
 
-async def async_fetch_item(url: str, timeout: float = _REQUEST_TIMEOUT) -> str:
-    """GET ``url`` over asyncio streams (HTTP/1.0, the server closes); return the body.
+def http_request(url: str) -> tuple[str, int, bytes]:
+    """What every model sends for ``url``: (host, port, the bytes of one HTTP/1.0 GET).
 
-    Raises ``ConnectionError`` for a status other than 200 and ``TimeoutError`` after ``timeout``.
+    The host must be an IPv4 address, so that no model looks a name up: a lookup runs in a
+    thread pool (gevent's, or asyncio's default executor), code the other models do not run.
     """
-    _check_url(url)
-    timeout = _check_seconds("timeout", timeout, 60.0, positive=True)
+    url = _check_url(url)
     parts = urlsplit(url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "") or "/"
+    ipaddress.IPv4Address(parts.hostname or "")  # ValueError for a name
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.hostname, parts.port or 80, f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode()
 
-    async def exchange() -> bytes:
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
-        try:
-            writer.write(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
-            await writer.drain()
-            return await reader.read()  # HTTP/1.0: everything until the server closes
-        finally:
-            writer.close()
-            await writer.wait_closed()
 
-    raw = await asyncio.wait_for(exchange(), timeout)
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
-    if status_line.split()[1:2] != ["200"]:
-        raise ConnectionError(f"GET {url}: {status_line}")
+def parse_response(raw: bytes) -> str:
+    """The body of an HTTP/1.0 response read to its end; ``ConnectionError`` unless the status is 200."""
+    if not isinstance(raw, bytes):
+        raise TypeError(f"raw must be bytes, got {type(raw).__name__}")
+    head, blank_line, body = raw.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    if not blank_line or status_line.split()[1:2] != ["200"]:
+        raise ConnectionError(f"unexpected answer: {status_line!r}")
     return body.decode()
 
 
-def fetch_then_count(url: str, start: int, stop: int, timeout: float = _REQUEST_TIMEOUT) -> tuple[str, int]:
-    """The mixed task: one GET, then count the primes in ``range(start, stop)``."""
-    body = fetch_item(url, timeout)
-    return body, count_primes_in_range(start, stop)
+def fetch_item(url: str, timeout: float = _REQUEST_TIMEOUT) -> str:
+    """GET ``url`` over one blocking socket and return the body (every model but asyncio).
 
-
-async def async_fetch_then_count(url: str, start: int, stop: int, timeout: float = _REQUEST_TIMEOUT) -> tuple[str, int]:
-    """:func:`fetch_then_count` as a coroutine: the GET awaits, the counting blocks the loop."""
-    body = await async_fetch_item(url, timeout)
-    return body, count_primes_in_range(start, stop)
-
-
-def serve_idle(clients: int, hold: float, deadline: float) -> int:
-    """Serve ``clients`` idle clients one after another, each a wait of ``hold`` seconds.
-
-    A client is started only if it can finish before ``deadline`` (a ``time.time()``
-    value, comparable across processes). Returns how many were served.
+    ``timeout`` bounds each socket operation. After gevent's ``patch_all()``, ``socket`` is
+    gevent's: the same calls then wait by switching to other greenlets.
     """
-    clients = _check_int("clients", clients, 0, 100_000)
-    hold = _check_seconds("hold", hold, 60.0)
+    timeout = _check_seconds("timeout", timeout, 60.0, positive=True)
+    host, port, request = http_request(url)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        sock.sendall(request)
+        received = []
+        while data := sock.recv(65536):  # HTTP/1.0: the server closes when it has answered
+            received.append(data)
+    return parse_response(b"".join(received))
+
+
+async def async_fetch_item(url: str, timeout: float = _REQUEST_TIMEOUT) -> str:
+    """:func:`fetch_item` for asyncio: the same request bytes and the same parsing, over asyncio streams.
+
+    ``timeout`` bounds the whole exchange (``asyncio.timeout``, new in 3.11).
+    """
+    timeout = _check_seconds("timeout", timeout, 60.0, positive=True)
+    host, port, request = http_request(url)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(request)
+            await writer.drain()
+            received = await reader.read()  # to the end: the server closes when it has answered
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    return parse_response(received)
+
+
+def fetch_then_count(
+    url: str, start: int, stop: int, timeout: float = _REQUEST_TIMEOUT
+) -> tuple[str, int, float, float]:
+    """The mixed task: one GET, then count the primes in ``range(start, stop)``.
+
+    Returns (body, primes, the GET's latency, the counting's duration), in seconds.
+    """
+    sent = time.perf_counter()
+    body = fetch_item(url, timeout)
+    answered = time.perf_counter()
+    return body, count_primes_in_range(start, stop), answered - sent, time.perf_counter() - answered
+
+
+async def async_fetch_then_count(
+    url: str, start: int, stop: int, timeout: float = _REQUEST_TIMEOUT
+) -> tuple[str, int, float, float]:
+    """:func:`fetch_then_count` as a coroutine: the GET awaits, the counting blocks the loop."""
+    sent = time.perf_counter()
+    body = await async_fetch_item(url, timeout)
+    answered = time.perf_counter()
+    return body, count_primes_in_range(start, stop), answered - sent, time.perf_counter() - answered
+
+
+def _check_idle(url: str, first: int, clients: int, hold: float, deadline: float) -> str:
+    url = _check_url(url)
+    _check_int("first", first, 0, 1_000_000)
+    _check_int("clients", clients, 0, 100_000)
+    _check_seconds("hold", hold, 60.0)
     if not isinstance(deadline, (int, float)) or isinstance(deadline, bool):
         raise TypeError(f"deadline must be a time.time() value, got {type(deadline).__name__}")
+    return url
+
+
+def serve_idle(url: str, first: int, clients: int, hold: float, deadline: float) -> int:
+    """Serve ``clients`` idle clients one after another: each one connection held ``hold`` seconds.
+
+    Client i is a GET of ``/idle/i?delay=hold``, which the server answers only after the hold,
+    so the connection stays open and idle until then. A client is started only if it can
+    finish before ``deadline`` (a ``time.time()`` value, comparable across processes).
+    Returns how many were served.
+    """
+    url = _check_idle(url, first, clients, hold, deadline)
     served = 0
-    for _ in range(clients):
+    for i in range(first, first + clients):
         if time.time() + hold > deadline:
             break
-        time.sleep(hold)  # under gevent's monkey-patching, this is gevent.sleep
+        path = f"/idle/{i}?delay={hold:g}"
+        if fetch_item(url + path) != path:
+            raise ConnectionError(f"client {i} got another client's answer")
         served += 1
     return served
 
 
-async def async_serve_idle(clients: int, hold: float, deadline: float) -> int:
-    """:func:`serve_idle` as a coroutine: each client is an ``asyncio.sleep``."""
-    clients = _check_int("clients", clients, 0, 100_000)
-    hold = _check_seconds("hold", hold, 60.0)
-    if not isinstance(deadline, (int, float)) or isinstance(deadline, bool):
-        raise TypeError(f"deadline must be a time.time() value, got {type(deadline).__name__}")
+async def async_serve_idle(url: str, first: int, clients: int, hold: float, deadline: float) -> int:
+    """:func:`serve_idle` as a coroutine: each client is an :func:`async_fetch_item`."""
+    url = _check_idle(url, first, clients, hold, deadline)
     served = 0
-    for _ in range(clients):
+    for i in range(first, first + clients):
         if time.time() + hold > deadline:
             break
-        await asyncio.sleep(hold)
+        path = f"/idle/{i}?delay={hold:g}"
+        if await async_fetch_item(url + path) != path:
+            raise ConnectionError(f"client {i} got another client's answer")
         served += 1
     return served
 
@@ -292,20 +408,24 @@ def workload_tasks(
     """The tasks of ``workload``: its function, the same as a coroutine function, and the argument tuples.
 
     Every model runs the function on the same argument tuples (asyncio: the coroutine
-    function). The idle workload splits its clients into ``shares`` tasks: one per worker
-    that can wait at once (1 for sequential, :data:`WORKERS` for a pool, one per client for
-    gevent and asyncio), each serving its clients one after another until ``deadline``.
+    function). ``url`` is a DelayServer's for io and mixed, a HoldServer's for idle. The idle
+    workload splits its clients into ``shares`` tasks: one per worker that can wait at once
+    (1 for sequential, :data:`WORKERS` for a pool, one per client otherwise), each serving its
+    clients one after another until ``deadline``.
     """
     workload = _check_choice("workload", workload, WORKLOADS)
     shares = _check_int("shares", shares, 1, IDLE_CLIENTS)
     if workload == "cpu":
         return count_primes_in_range, async_count_primes, prime_chunks(CPU_LIMIT, CPU_CHUNKS)
+    if url is None:
+        raise ValueError(f"the {workload!r} workload needs the url of a server")
+    url = _check_url(url)
     if workload == "idle":
         base, extra = divmod(IDLE_CLIENTS, shares)
-        return serve_idle, async_serve_idle, [(base + (i < extra), IDLE_HOLD, deadline) for i in range(shares)]
-    if url is None:
-        raise ValueError(f"the {workload!r} workload needs the url of a DelayServer")
-    url = _check_url(url)
+        sizes = [base + (i < extra) for i in range(shares)]
+        firsts = list(itertools.accumulate([0, *sizes[:-1]]))
+        tasks = [(url, first, size, IDLE_HOLD, deadline) for first, size in zip(firsts, sizes)]
+        return serve_idle, async_serve_idle, tasks
     if workload == "io":
         return fetch_item, async_fetch_item, [(f"{url}/item/{i}?delay={IO_DELAY:g}",) for i in range(IO_REQUESTS)]
     chunks = prime_chunks(MIXED_LIMIT, MIXED_TASKS)
@@ -316,8 +436,9 @@ def workload_tasks(
     )
 
 
-def expected_results(workload: str, url: str | None) -> Any:
-    """What a correct run of ``workload`` returns (computed independently: primes by a sieve); None for idle."""
+def expected_results(workload: str) -> Any:
+    """What a correct run of ``workload`` returns (primes by a sieve, bodies their own paths); None for idle."""
+    workload = _check_choice("workload", workload, WORKLOADS)
     if workload == "cpu":
         return primes_below(CPU_LIMIT)
     if workload == "io":
@@ -371,6 +492,34 @@ def run_threads(function: Callable[..., Any], tasks: list[tuple], timeout: float
         startup = warm_up(pool, deadline)
         futures = [pool.submit(function, *args) for args in tasks]
         return results_by(futures, deadline), startup
+
+
+def run_thread_per_task(function: Callable[..., Any], tasks: list[tuple], timeout: float) -> list:
+    """The thread-per-task model: one ``threading.Thread`` per task, all started at once, no pool."""
+    deadline = time.monotonic() + timeout
+    outcomes: list[tuple[bool, Any]] = [(False, None)] * len(tasks)
+
+    def run(i: int, args: tuple) -> None:
+        try:
+            outcomes[i] = (True, function(*args))
+        except BaseException as error:  # handed to the caller below, not printed
+            outcomes[i] = (False, error)
+
+    threads = [
+        threading.Thread(target=run, args=(i, args), name=f"compare-task-{i}", daemon=True)
+        for i, args in enumerate(tasks)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    unfinished = sum(thread.is_alive() for thread in threads)
+    if unfinished:
+        raise TimeoutError(f"{unfinished} of {len(threads)} threads unfinished after {timeout} s")
+    failed = [value for ok, value in outcomes if not ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(threads)} threads failed: {failed[0]!r}")
+    return [value for _, value in outcomes]
 
 
 def run_processes(
@@ -428,6 +577,19 @@ def run_asyncio(coroutine_function: Callable[..., Any], tasks: list[tuple], time
     return asyncio.run(main())
 
 
+def _check_values(workload: str, values: list) -> tuple[bool, int]:
+    """(the values are right, tasks done or clients served) for one run of ``workload``."""
+    expected = expected_results(workload)
+    if workload == "cpu":
+        return sum(values) == expected, len(values)
+    if workload == "io":
+        return values == expected, len(values)
+    if workload == "mixed":
+        return ([v[0] for v in values], sum(v[1] for v in values)) == expected, len(values)
+    served = sum(values)
+    return all(isinstance(v, int) for v in values) and 0 <= served <= IDLE_CLIENTS, served
+
+
 def run_in_this_process(
     model: str, workload: str, url: str | None = None, start_method: str | None = None, timeout: float = 120.0
 ) -> dict:
@@ -437,11 +599,11 @@ def run_in_this_process(
     the peak memory is this process's high-water mark (plus, for ``processes``,
     the sum of each pool process's own peak), the CPU time is this process's plus, for
     ``processes``, each pool process's own (reported with its last result). ``timeout``
-    bounds all the tasks together (for a pool, start-up included). The dict holds model, workload, ``wall`` and ``cpu``
-    seconds, ``startup`` (of ``wall``: starting the pool's workers, each with one
-    short warm-up task; 0 without a pool), ``peak_kib``, ``tasks``, ``concurrency`` (tasks that can run at once),
-    ``done`` (clients served, for ``idle``; tasks finished otherwise) and ``ok``
-    (the results are right: primes checked against a sieve, every body its own path).
+    bounds all the tasks together (for a pool, start-up included). The dict holds model,
+    workload, ``wall`` and ``cpu`` seconds, ``startup`` (of ``wall``: starting the pool's
+    workers; 0 without a pool), ``peak_kib``, ``tasks``, ``concurrency`` (tasks that can run
+    at once), ``done`` (clients served, for ``idle``; tasks finished otherwise), ``ok`` (the
+    results are right), and for ``mixed`` each task's GET ``latencies`` and chunk ``computes``.
     """
     model = _check_choice("model", model, MODELS)
     workload = _check_choice("workload", workload, WORKLOADS)
@@ -452,17 +614,22 @@ def run_in_this_process(
         start_method = multiprocessing.get_start_method()
     if not isinstance(start_method, str):
         raise TypeError(f"start_method must be a str or None, got {type(start_method).__name__}")
-    expected = expected_results(workload, url)
     shares = {"sequential": 1, "threads": WORKERS, "processes": WORKERS}.get(model, IDLE_CLIENTS)
+    if workload == "idle":
+        from helpers.choosing.idle_server import raise_open_file_limit
+
+        raise_open_file_limit(IDLE_CLIENTS + 64)  # one socket per waiting client
+    workload_tasks(workload, url, 0.0, shares)  # untimed: checks the arguments, caches the chunk boundaries
     cpu_before = _cpu_seconds()
     start = time.perf_counter()
-    deadline = time.time() + IDLE_BUDGET
-    function, coroutine_function, tasks = workload_tasks(workload, url, deadline, shares)
+    function, coroutine_function, tasks = workload_tasks(workload, url, time.time() + IDLE_BUDGET, shares)
     children_kib, children_cpu, startup = 0, 0.0, 0.0
     if model == "sequential":
         values = run_sequential(function, tasks)
     elif model == "threads":
         values, startup = run_threads(function, tasks, timeout)
+    elif model == "thread-per-task":
+        values = run_thread_per_task(function, tasks, timeout)
     elif model == "processes":
         values, children_kib, children_cpu, startup = run_processes(function, tasks, timeout, start_method)
     elif model == "gevent":
@@ -471,17 +638,8 @@ def run_in_this_process(
         values = run_asyncio(coroutine_function, tasks, timeout)
     wall = time.perf_counter() - start
     cpu = _cpu_seconds() - cpu_before + children_cpu
-    if workload == "cpu":
-        ok, done = sum(values) == expected, len(values)
-    elif workload == "io":
-        ok, done = values == expected, len(values)
-    elif workload == "mixed":
-        bodies, counts = [v[0] for v in values], [v[1] for v in values]
-        ok, done = (bodies, sum(counts)) == expected, len(values)
-    else:
-        done = sum(values)
-        ok = all(isinstance(v, int) for v in values) and 0 <= done <= IDLE_CLIENTS
-    concurrency = {"sequential": 1, "threads": WORKERS, "processes": WORKERS}.get(model, len(tasks))
+    ok, done = _check_values(workload, values)
+    clients = IDLE_CLIENTS if workload == "idle" else len(tasks)
     return {
         "model": model,
         "workload": workload,
@@ -489,12 +647,24 @@ def run_in_this_process(
         "startup": startup,
         "cpu": cpu,
         "peak_kib": peak_memory_kib() + children_kib,
-        "tasks": len(tasks) if workload != "idle" else IDLE_CLIENTS,
-        "concurrency": min(concurrency, len(tasks)) if workload != "idle" else min(concurrency, IDLE_CLIENTS),
+        "tasks": clients,
+        "concurrency": min(_concurrency(model, len(tasks)), clients),
         "done": done,
         "ok": bool(ok),
         "start_method": start_method,
+        "latencies": [v[2] for v in values] if workload == "mixed" else [],
+        "computes": [v[3] for v in values] if workload == "mixed" else [],
     }
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile of ``values`` by nearest rank: the smallest value with p% at or below it."""
+    values = sorted(values)
+    if not values:
+        raise ValueError("percentile of no values")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
+        raise ValueError(f"p must be in (0, 100], got {p!r}")
+    return values[math.ceil(p / 100 * len(values)) - 1]
 
 
 # --------------------------------------------------------------------------- many pairs, from the parent
@@ -515,11 +685,22 @@ class PairResult:
     done: int
     ok: bool
     start_method: str
-    server_peak: int = 0  # the most requests the DelayServer held at once during the run (run_grid's server=)
+    latencies: tuple[float, ...] = ()  # mixed: each GET's latency, in task order
+    computes: tuple[float, ...] = ()  # mixed: each chunk's compute time, in task order
+    server_peak: int = 0  # the most requests the server held at once during the run (run_grid's servers)
+    repeat: int = 0  # which repeat of the grid this run belongs to (run_grid)
 
     @property
     def peak_mib(self) -> float:
         return self.peak_kib / 1024
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.latencies, 50)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies, 99)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -578,30 +759,37 @@ def run_pair(
     if proc.returncode != 0:
         last = (stderr.strip().splitlines() or ["(no stderr)"])[-1]
         raise RuntimeError(f"compare_models {model} {workload} exited with {proc.returncode}: {last}")
-    return PairResult(**json.loads(stdout.strip().splitlines()[-1]))
+    report = json.loads(stdout.strip().splitlines()[-1])
+    report["latencies"], report["computes"] = tuple(report["latencies"]), tuple(report["computes"])
+    return PairResult(**report)
+
+
+def rotated(models: Sequence[str], repeat: int) -> list[str]:
+    """``models`` starting at position ``repeat`` (mod their number): repeat r's running order."""
+    models = list(models)
+    shift = repeat % len(models) if models else 0
+    return models[shift:] + models[:shift]
 
 
 def run_grid(
-    url: str,
+    urls: dict[str, str],
     models: Iterable[str] = MODELS,
     workloads: Iterable[str] = WORKLOADS,
+    repeats: int = REPEATS,
     start_method: str | None = None,
     timeout: float = 120.0,
-    repeat: int = 1,
-    server=None,
+    servers: dict[str, Any] | None = None,
 ) -> list[PairResult]:
-    """Run every (model, workload) pair, one fresh process each, workload by workload.
+    """Run every (model, workload) pair ``repeats`` times, one fresh process each, interleaved.
 
-    With ``repeat`` > 1 each pair runs that many times and the fastest run is kept
-    (as ``timeit`` does: the other runs were slowed by something else), unless a
-    run returned a wrong result, which is kept instead so that it shows.
-
-    ``server``, the :class:`~helpers.threads.pools.DelayServer` behind ``url``, lets
-    each result carry ``server_peak``: the most requests that server held at once
-    during that run. Unlike a wall time, it does not depend on what else the machine is doing.
+    Repeat by repeat, workload by workload, every model runs once, in an order rotated by
+    one place each repeat (:func:`rotated`), so that a slow spell on the machine falls on
+    different models, and no model always runs first. ``urls`` maps a workload to its
+    server's URL (io and mixed: a DelayServer; idle: a HoldServer). ``servers`` maps a
+    workload to that server, so that each result carries ``server_peak``: the most requests it
+    held at once during that run, a count that does not depend on what else the machine does.
+    Returns every run (``repeat`` says which), all of them: nothing is dropped.
     """
-    if server is not None and not (hasattr(server, "reset_peak") and hasattr(server, "peak_in_flight")):
-        raise TypeError(f"server must be a DelayServer or None, got {type(server).__name__}")
     models, workloads = list(models), list(workloads)
     for m in models:
         _check_choice("model", m, MODELS)
@@ -609,20 +797,80 @@ def run_grid(
         _check_choice("workload", w, WORKLOADS)
     if not models or not workloads:
         raise ValueError("name at least one model and one workload")
-    repeat = _check_int("repeat", repeat, 1, 10)
+    if not isinstance(urls, dict):
+        raise TypeError(f"urls must map workloads to server URLs, got {type(urls).__name__}")
+    servers = dict(servers or {})
+    for w, server in servers.items():
+        if not (hasattr(server, "reset_peak") and hasattr(server, "peak_in_flight")):
+            raise TypeError(f"servers[{w!r}] must be a DelayServer or a HoldServer, got {type(server).__name__}")
+    repeats = _check_int("repeats", repeats, 1, 20)
     results = []
-    for w in workloads:
-        for m in models:
-            runs = []
-            for _ in range(repeat):
+    for repeat in range(repeats):
+        for w in workloads:
+            for m in rotated(models, repeat):
+                server = servers.get(w)
                 if server is not None:
                     server.reset_peak()
-                run = run_pair(m, w, url, start_method, timeout)
-                if server is not None:
-                    run = replace(run, server_peak=server.peak_in_flight)
-                runs.append(run)
-            results.append(next((r for r in runs if not r.ok), min(runs, key=lambda r: r.wall)))
+                run = run_pair(m, w, urls.get(w), start_method, timeout)
+                results.append(replace(run, repeat=repeat, server_peak=server.peak_in_flight if server else 0))
     return results
+
+
+# --------------------------------------------------------------------------- medians and spreads
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of some repeated measurements, with their min and max."""
+
+    median: float
+    low: float
+    high: float
+    values: tuple[float, ...] = field(default=(), compare=False)
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+
+def spread(values: Iterable[float]) -> Spread:
+    """The median, min and max of ``values``."""
+    values = tuple(float(v) for v in values)
+    if not values:
+        raise ValueError("spread of no values")
+    return Spread(statistics.median(values), min(values), max(values), values)
+
+
+def summarize(results: Sequence[PairResult], measure: Callable[[PairResult], float]) -> dict[tuple[str, str], Spread]:
+    """For each (model, workload) in ``results``: the :class:`Spread` of ``measure(run)`` over its repeats."""
+    grouped: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        grouped.setdefault((r.model, r.workload), []).append(measure(r))
+    return {pair: spread(values) for pair, values in grouped.items()}
+
+
+def paired_ratios(
+    results: Sequence[PairResult], workload: str, numerator: str, denominator: str, measure=lambda r: r.wall
+) -> Spread:
+    """The Spread of measure(numerator) / measure(denominator), paired repeat by repeat."""
+    by_repeat = {(r.model, r.repeat): r for r in results if r.workload == workload}
+    repeats = sorted({r for m, r in by_repeat if m == numerator} & {r for m, r in by_repeat if m == denominator})
+    if not repeats:
+        raise ValueError(f"no repeat ran both {numerator} and {denominator} on {workload}")
+    return spread(measure(by_repeat[numerator, r]) / measure(by_repeat[denominator, r]) for r in repeats)
+
+
+def clearly_less(a: Spread, b: Spread) -> bool:
+    """Every measurement of ``a`` is below every one of ``b``: a difference larger than both spreads."""
+    return a.high < b.low
+
+
+def agree(a: Spread, b: Spread) -> bool:
+    """The two ranges (min to max) overlap: no difference larger than the spread."""
+    return a.low <= b.high and b.low <= a.high
+
+
+# --------------------------------------------------------------------------- limits, tables, plots
 
 
 def physical_limits(
@@ -630,15 +878,15 @@ def physical_limits(
 ) -> dict[str, dict[str, float]]:
     """The best wall time each pair could reach on ``cpus`` CPUs, in seconds (``idle``: clients).
 
-    ``cpu_serial`` is the measured sequential wall time of the ``cpu`` workload;
-    ``mixed_cpu`` is the CPU time of the sequential ``mixed`` run (its computing,
-    including what each GET costs the client). Computation runs on at most min(workers, cpus)
-    CPUs at once with processes (and with threads when ``gil`` is False, as on a
-    free-threaded build), and on one at a time with threads under the GIL, gevent
-    and asyncio (one thread); waits overlap up to the model's concurrency (1,
-    ``workers``, or every task). The mixed workload's floor is the larger of its
-    computing floor and its waiting floor (sequential: their sum). For ``idle``, the value
-    is the most clients the model can serve within :data:`IDLE_BUDGET`.
+    ``cpu_serial`` is the sequential wall time of the ``cpu`` workload; ``mixed_cpu`` is the
+    CPU time of the sequential ``mixed`` run (its computing, including what each GET costs
+    the client). Computation runs on at most min(workers, cpus) CPUs at once with processes
+    (and with threads when ``gil`` is False, as on a free-threaded build; a thread per task
+    then gets all ``cpus``), and on one at a time with threads under the GIL, gevent and
+    asyncio (one thread); waits overlap up to the model's concurrency (1, ``workers``, or
+    every task). The mixed workload's floor is the larger of its computing floor and its
+    waiting floor (sequential: their sum). For ``idle``, the value is the most clients the
+    model can serve within :data:`IDLE_BUDGET`.
     """
     cpu_serial = _check_seconds("cpu_serial", cpu_serial, positive=True)
     mixed_cpu = _check_seconds("mixed_cpu", mixed_cpu, positive=True)
@@ -648,8 +896,12 @@ def physical_limits(
         raise TypeError(f"gil must be a bool, got {type(gil).__name__}")
     limits: dict[str, dict[str, float]] = {}
     for model in MODELS:
-        parallel = model == "processes" or (model == "threads" and not gil)
-        computing_cpus = min(workers, cpus) if parallel else 1
+        if model == "processes" or (model == "threads" and not gil):
+            computing_cpus = min(workers, cpus)
+        elif model == "thread-per-task" and not gil:
+            computing_cpus = cpus
+        else:
+            computing_cpus = 1
         waiters = {"sequential": 1, "threads": workers, "processes": workers}.get(model)
         io_floor = IO_REQUESTS * IO_DELAY / min(waiters or IO_REQUESTS, IO_REQUESTS)
         mixed_wait = MIXED_TASKS * IO_DELAY / min(waiters or MIXED_TASKS, MIXED_TASKS)
@@ -667,40 +919,64 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 0.1 else f"{seconds:.2f} s"
 
 
-def format_results_table(results: Sequence[PairResult], limits: dict[str, dict[str, float]] | None = None) -> str:
-    """A Markdown table, one row per pair: wall (and pool start-up), CPU, peak memory, speedup, limit.
+def format_spread(s: Spread, unit: str = "s") -> str:
+    """``median (min–max)``, every number with its unit: ``s`` (seconds), ``×`` (a ratio), ``MiB`` or ``KiB``."""
+    if not isinstance(s, Spread):
+        raise TypeError(f"s must be a Spread, got {type(s).__name__}")
+    if unit == "s":
+        show = _format_seconds
+    elif unit == "×":
+        show = lambda x: f"{x:.2f}×"  # noqa: E731
+    elif unit in ("MiB", "KiB"):
+        show = lambda x: f"{x:.1f} {unit}"  # noqa: E731
+    else:
+        raise ValueError(f"unit must be 's', '×', 'MiB' or 'KiB', got {unit!r}")
+    return f"{show(s.median)} ({show(s.low)}–{show(s.high)})"
 
-    Every varying value has a unit (s, ms, ×, MiB), so the book's sanitize file hides it.
+
+def format_results_table(results: Sequence[PairResult], limits: dict[str, dict[str, float]] | None = None) -> str:
+    """A Markdown table, one row per pair: median (min–max) over the repeats of each measurement.
+
+    Wall time, pool start-up, CPU time, peak memory, the speedup over sequential (paired
+    repeat by repeat; idle: clients served), the best possible, and how many runs were
+    correct. Every varying value has a unit (s, ms, ×, MiB), so the book's sanitize file hides it.
     """
     results = list(results)
     if not results or not all(isinstance(r, PairResult) for r in results):
         raise TypeError("results must be a non-empty sequence of PairResult values")
-    sequential = {r.workload: r for r in results if r.model == "sequential"}
+    wall = summarize(results, lambda r: r.wall)
+    cpu = summarize(results, lambda r: r.cpu)
+    memory = summarize(results, lambda r: r.peak_mib)
+    startup = summarize(results, lambda r: r.startup)
     lines = [
         "| workload | model | wall time | of it, pool start-up | CPU time | peak memory | vs sequential "
-        "| best possible | result |",
+        "| best possible | correct runs |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in results:
-        base = sequential.get(r.workload)
-        if base is None:
+    pairs = [(m, w) for w in WORKLOADS for m in MODELS if (m, w) in wall]
+    has_sequential = {w for m, w in pairs if m == "sequential"}
+    for model, workload in pairs:
+        runs = [r for r in results if (r.model, r.workload) == (model, workload)]
+        if workload not in has_sequential:
             speedup = "n/a"
-        elif r.workload == "idle":  # more clients served is better
-            speedup = f"{r.done / max(1, base.done):.1f}× the clients"
+        elif workload == "idle":  # more clients served is better
+            ratio = paired_ratios(results, workload, model, "sequential", lambda r: max(1, r.done))
+            speedup = f"{format_spread(ratio, '×')} the clients"
         else:
-            speedup = f"{base.wall / r.wall:.2f}×"
+            speedup = format_spread(paired_ratios(results, workload, "sequential", model), "×")
         if limits is None:
             best = "n/a"
-        elif r.workload == "idle":  # the count served varies from run to run: shown as a ratio
-            most = limits[r.model]["idle"]
-            best = f"{most:.0f} clients ({r.done / most:.2f}× of it served)"
+        elif workload == "idle":  # the count served can vary from run to run: shown as a ratio
+            most = limits[model]["idle"]
+            served = statistics.median(r.done for r in runs) / most
+            best = f"{most:.0f} clients ({served:.2f}× of it served)"
         else:
-            best = _format_seconds(limits[r.model][r.workload])
-        result = "correct" if r.ok else "WRONG"
-        pool_start = _format_seconds(r.startup) if r.model in ("threads", "processes") else "none"
+            best = _format_seconds(limits[model][workload])
+        pool_start = _format_seconds(startup[model, workload].median) if model in _POOLED else "none"
         lines.append(
-            f"| {r.workload} | {r.model} | {_format_seconds(r.wall)} | {pool_start} | "
-            f"{_format_seconds(r.cpu)} | {r.peak_mib:.1f} MiB | {speedup} | {best} | {result} |"
+            f"| {workload} | {model} | {format_spread(wall[model, workload])} | {pool_start} | "
+            f"{format_spread(cpu[model, workload])} | {format_spread(memory[model, workload], 'MiB')} | "
+            f"{speedup} | {best} | {sum(r.ok for r in runs)} of {len(runs)} |"
         )
     return "\n".join(lines)
 
@@ -731,10 +1007,13 @@ def markdown_table_to_html(table: str) -> str:
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
 
 
-def plot_grid(results: Sequence[PairResult], limits: dict[str, dict[str, float]] | None = None):
-    """Four panels, one per workload: wall time per model (idle: clients served), the limit dashed.
+_COLOURS = dict(zip(MODELS, ["0.55", "tab:blue", "tab:cyan", "tab:orange", "tab:green", "tab:purple"]))
 
-    Returns the figure; its last axes are a fifth panel with peak memory per model and workload.
+
+def plot_grid(results: Sequence[PairResult], limits: dict[str, dict[str, float]] | None = None):
+    """One panel per workload: the median wall time per model with its min–max as an error bar
+    (idle: clients served), the limit dashed; a last panel with the p50 and p99 latency of the
+    mixed workload's GETs. Returns the figure.
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
@@ -744,27 +1023,25 @@ def plot_grid(results: Sequence[PairResult], limits: dict[str, dict[str, float]]
         raise TypeError("results must be a non-empty sequence of PairResult values")
     workloads = [w for w in WORKLOADS if any(r.workload == w for r in results)]
     models = [m for m in MODELS if any(r.model == m for r in results)]
-    by_pair = {(r.model, r.workload): r for r in results}
-    colours = dict(zip(MODELS, ["0.55", "tab:blue", "tab:orange", "tab:green", "tab:purple"]))
-    fig, axes = plt.subplots(1, len(workloads) + 1, figsize=(3.0 * (len(workloads) + 1), 3.6), layout="constrained")
+    wall = summarize(results, lambda r: r.wall)
+    served = summarize(results, lambda r: max(1, r.done))
+    fig, axes = plt.subplots(1, len(workloads) + 1, figsize=(3.0 * (len(workloads) + 1), 3.8), layout="constrained")
     for ax, workload in zip(axes, workloads):
-        xs, heights = [], []
+        table = served if workload == "idle" else wall
         for i, model in enumerate(models):
-            r = by_pair.get((model, workload))
-            if r is None:
+            s = table.get((model, workload))
+            if s is None:
                 continue
-            xs.append(i)
-            heights.append(r.done if workload == "idle" else r.wall)
-            ax.bar(i, heights[-1], color=colours[model])
+            ax.bar(i, s.median, color=_COLOURS[model])
+            ax.errorbar(i, s.median, yerr=[[s.median - s.low], [s.high - s.median]], color="black", capsize=3)
             if limits is not None:
-                floor = limits[model][workload]
-                ax.hlines(floor, i - 0.4, i + 0.4, colors="black", linestyles="dashed", linewidth=1)
+                ax.hlines(limits[model][workload], i - 0.4, i + 0.4, colors="black", linestyles="dashed", linewidth=1)
         ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
         if workload == "idle":
             ax.set_yscale("log")
             ax.set_ylabel(f"clients served in {IDLE_BUDGET:g} s (log scale)")
             ax.set_title(f"idle: {IDLE_CLIENTS:,} clients", fontsize=10)
-        elif workload == "io":  # 50 ms to seconds: only a log scale shows both
+        elif workload == "io":  # tens of ms to a second: only a log scale shows both
             ax.set_yscale("log")
             ax.set_ylabel("wall time, s (log scale)")
             ax.set_title(workload, fontsize=10)
@@ -772,21 +1049,21 @@ def plot_grid(results: Sequence[PairResult], limits: dict[str, dict[str, float]]
             ax.set_ylabel("wall time, s")
             ax.set_title(workload, fontsize=10)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    memory_ax = axes[-1]
-    width = 0.8 / len(workloads)
-    for j, workload in enumerate(workloads):
+    latency_ax = axes[-1]
+    mixed = [r for r in results if r.workload == "mixed" and r.latencies]
+    for j, measure in enumerate((lambda r: r.p50, lambda r: r.p99)):
+        table = summarize(mixed, measure) if mixed else {}
         for i, model in enumerate(models):
-            r = by_pair.get((model, workload))
-            if r is not None:
-                memory_ax.bar(
-                    i + (j - (len(workloads) - 1) / 2) * width,
-                    r.peak_mib,
-                    width,
-                    color=colours[model],
-                    alpha=0.4 + 0.6 * (j + 1) / len(workloads),
-                )
-    memory_ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
-    memory_ax.set_ylabel("peak memory, MiB")
-    memory_ax.set_title("peak memory", fontsize=10)
-    memory_ax.set_xlabel("bars, left to right: " + ", ".join(workloads), fontsize=8)
+            s = table.get((model, "mixed"))
+            if s is None:
+                continue
+            x = i + (j - 0.5) * 0.4
+            latency_ax.bar(x, s.median * 1000, 0.4, color=_COLOURS[model], alpha=0.5 + 0.5 * j)
+            latency_ax.errorbar(
+                x, s.median * 1000, yerr=[[(s.median - s.low) * 1000], [(s.high - s.median) * 1000]], color="black"
+            )
+    latency_ax.axhline(IO_DELAY * 1000, color="black", linestyle="dashed", linewidth=1)
+    latency_ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
+    latency_ax.set_ylabel("GET latency, ms")
+    latency_ax.set_title("mixed: p50 (light), p99 (dark)", fontsize=10)
     return fig

@@ -2,9 +2,11 @@
 
 import asyncio
 import json
+import math
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +17,7 @@ import psutil
 import pytest
 
 from helpers.choosing import models as compare
+from helpers.choosing.idle_server import HoldServer, raise_open_file_limit
 from helpers.choosing.models import (
     CPU_CHUNKS,
     IDLE_BUDGET,
@@ -25,16 +28,24 @@ from helpers.choosing.models import (
     MODELS,
     WORKERS,
     PairResult,
+    agree,
     async_count_primes,
     async_fetch_item,
     async_fetch_then_count,
     async_serve_idle,
+    clearly_less,
     expected_results,
     fetch_item,
     fetch_then_count,
     format_results_table,
+    format_spread,
+    http_request,
     in_worker,
+    loop_iterations,
+    paired_ratios,
+    parse_response,
     peak_memory_kib,
+    percentile,
     physical_limits,
     prime_chunks,
     primes_below,
@@ -45,8 +56,11 @@ from helpers.choosing.models import (
     run_pair,
     run_processes,
     run_sequential,
+    run_thread_per_task,
     run_threads,
     serve_idle,
+    spread,
+    summarize,
     warm_up,
     workload_tasks,
 )
@@ -60,15 +74,48 @@ def server():
         yield running
 
 
+@pytest.fixture(scope="module")
+def hold_server():
+    with HoldServer(delay=0.05) as running:
+        yield running
+
+
 def test_primes_below_matches_trial_division():
     for limit in (0, 1, 2, 3, 10, 100, 1000, 12_345):
         assert primes_below(limit) == count_primes(limit)
 
 
 def test_prime_chunks_cover_the_range_exactly():
-    chunks = prime_chunks(1000, 7)
-    assert len(chunks) == 7 and chunks[0][0] == 0 and chunks[-1][1] == 1000
-    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    for limit, chunks in ((1000, 7), (10, 3), (100, 100), (3, 2), (0, 2)):
+        pairs = prime_chunks(limit, chunks)
+        assert len(pairs) == chunks and pairs[0][0] == 0 and pairs[-1][1] == limit
+        assert all(a[1] == b[0] for a, b in zip(pairs, pairs[1:])) and all(a <= b for a, b in pairs)
+
+
+def _literal_iterations(n: int) -> int:
+    """count_primes_in_range's loops on one n, counting their turns."""
+    if n < 2:
+        return 0
+    turns = 1
+    if n % 2:
+        for d in range(3, math.isqrt(n) + 1, 2):
+            turns += 1
+            if n % d == 0:
+                break
+    return turns
+
+
+def test_loop_iterations_count_the_loops_own_turns():
+    for limit in (0, 1, 2, 3, 10, 100, 5000):
+        assert list(loop_iterations(limit)) == [_literal_iterations(n) for n in range(limit)]
+
+
+def test_prime_chunks_have_equal_cost_not_equal_width():
+    costs = loop_iterations(100_000)
+    work = [sum(costs[a:b]) for a, b in prime_chunks(100_000, 8)]
+    assert max(work) / min(work) < 1.01
+    widths = [b - a for a, b in prime_chunks(100_000, 8)]
+    assert widths[0] > 2 * widths[-1]  # the small numbers are cheap: the first chunk is wider
 
 
 def test_peak_memory_is_positive():
@@ -79,34 +126,81 @@ def test_fetches_return_the_path(server):
     url = server.url_for("/item/3", delay=0.01)
     assert fetch_item(url, timeout=5) == "/item/3?delay=0.01"
     assert asyncio.run(async_fetch_item(url, timeout=5)) == "/item/3?delay=0.01"
-    assert fetch_then_count(url, 0, 100) == ("/item/3?delay=0.01", 25)
+    body, primes, latency, compute = fetch_then_count(url, 0, 100)
+    assert (body, primes) == ("/item/3?delay=0.01", 25) and latency >= 0.01 and compute > 0
+    body, primes, latency, compute = asyncio.run(async_fetch_then_count(url, 0, 100))
+    assert (body, primes) == ("/item/3?delay=0.01", 25) and latency >= 0.01 and compute > 0
 
 
-def test_async_fetch_raises_on_an_error_status(server):
+def test_one_request_and_one_parser_for_both_clients():
+    host, port, request = http_request("http://127.0.0.1:8080/item/1?delay=0.5")
+    assert (host, port) == ("127.0.0.1", 8080)
+    assert request == b"GET /item/1?delay=0.5 HTTP/1.0\r\nHost: 127.0.0.1:8080\r\n\r\n"
+    assert http_request("http://127.0.0.1:9")[2].startswith(b"GET / HTTP/1.0")
+    assert parse_response(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi") == "hi"
     with pytest.raises(ConnectionError, match="404"):
-        asyncio.run(async_fetch_item(server.url_for("/status/404"), timeout=5))
+        parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n")
+    with pytest.raises(ConnectionError):
+        parse_response(b"HTTP/1.0 200 OK\r\n")  # cut short: no blank line
+    with pytest.raises(ValueError):
+        http_request("http://localhost:80/")  # a name would need a lookup
 
 
-def test_serve_idle_stops_at_the_deadline():
+@pytest.mark.parametrize("client", ["blocking", "asyncio"])
+def test_both_fetches_raise_on_an_error_status(server, client):
+    url = server.url_for("/status/404")
+    with pytest.raises(ConnectionError, match="404"):
+        fetch_item(url, timeout=5) if client == "blocking" else asyncio.run(async_fetch_item(url, timeout=5))
+
+
+def test_serve_idle_holds_real_connections_and_stops_at_the_deadline(hold_server):
     start = time.perf_counter()
-    assert serve_idle(100, 0.02, time.time() + 0.1) <= 5
+    assert serve_idle(hold_server.url, 0, 100, 0.05, time.time() + 0.12) <= 3
     assert time.perf_counter() - start < 0.5
-    assert serve_idle(3, 0.0, time.time() + 1) == 3
+    hold_server.reset_peak()
+    assert serve_idle(hold_server.url, 5, 3, 0.0, time.time() + 1) == 3
+    assert asyncio.run(async_serve_idle(hold_server.url, 0, 2, 0.01, time.time() + 1)) == 2
+    assert hold_server.peak_in_flight == 1 and hold_server.errors == []
 
 
-def test_workload_tasks_give_every_model_the_same_tasks(server):
+def test_hold_server_holds_many_connections_at_once(hold_server):
+    async def clients(n: int) -> list[str]:
+        return await asyncio.gather(*(async_fetch_item(f"{hold_server.url}/c/{i}?delay=0.3") for i in range(n)))
+
+    hold_server.reset_peak()
+    assert asyncio.run(clients(300)) == [f"/c/{i}?delay=0.3" for i in range(300)]
+    assert hold_server.peak_in_flight > 100 and hold_server.in_flight == 0
+    assert raise_open_file_limit(0) > 0
+
+
+def test_hold_server_stops_with_connections_still_held():
+    server = HoldServer(delay=5).start()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sock.sendall(http_request(server.url + "/wait")[2])
+    time.sleep(0.1)
+    assert server.in_flight == 1
+    started = time.monotonic()
+    server.stop(timeout=5)
+    assert time.monotonic() - started < 2 and not server.running
+    assert sock.recv(100) == b""  # closed unanswered
+    sock.close()
+    server.stop()  # twice is fine
+
+
+def test_workload_tasks_give_every_model_the_same_tasks(server, hold_server):
     function, coroutine_function, tasks = workload_tasks("cpu", None, 0.0, 1)
     assert (function, coroutine_function) == (count_primes_in_range, async_count_primes)
-    assert len(tasks) == CPU_CHUNKS and sum(function(*a) for a in tasks) == expected_results("cpu", None)
+    assert len(tasks) == CPU_CHUNKS and sum(function(*a) for a in tasks) == expected_results("cpu")
     function, coroutine_function, tasks = workload_tasks("io", server.url, 0.0, WORKERS)
     assert (function, coroutine_function) == (fetch_item, async_fetch_item) and len(tasks) == IO_REQUESTS
     assert tasks[1] == (f"{server.url}/item/1?delay={IO_DELAY:g}",)
     function, coroutine_function, tasks = workload_tasks("mixed", server.url, 0.0, 1)
     assert (function, coroutine_function) == (fetch_then_count, async_fetch_then_count)
-    function, coroutine_function, tasks = workload_tasks("idle", None, 123.0, 3)
+    function, coroutine_function, tasks = workload_tasks("idle", hold_server.url, 123.0, 3)
     assert (function, coroutine_function) == (serve_idle, async_serve_idle)
-    assert [a[0] for a in tasks] == [667, 667, 666] and all(a[1:] == (IDLE_HOLD, 123.0) for a in tasks)
-    assert expected_results("idle", None) is None
+    assert [a[1:3] for a in tasks] == [(0, 334), (334, 333), (667, 333)]
+    assert all(a[0] == hold_server.url and a[3:] == (IDLE_HOLD, 123.0) for a in tasks)
+    assert expected_results("idle") is None
 
 
 def test_the_runners_return_values_in_task_order():
@@ -115,9 +209,19 @@ def test_the_runners_return_values_in_task_order():
     assert run_sequential(count_primes_in_range, tasks) == expected
     values, startup = run_threads(count_primes_in_range, tasks, timeout=30)
     assert values == expected and startup > 0
+    assert run_thread_per_task(count_primes_in_range, tasks, timeout=30) == expected
     assert run_asyncio(async_count_primes, tasks, timeout=30) == expected
     values, peak_kib, cpu, startup = run_processes(count_primes_in_range, tasks, timeout=60, start_method="spawn")
     assert values == expected and peak_kib > 1000 and cpu > 0 and startup > 0
+
+
+def test_thread_per_task_runs_every_task_at_once_and_reports_failures():
+    barrier = threading.Barrier(20, timeout=10)  # only passes if all 20 threads wait at once
+    assert run_thread_per_task(barrier.wait, [()] * 20, timeout=30) is not None
+    with pytest.raises(RuntimeError, match="1 of 2 threads failed"):
+        run_thread_per_task(count_primes_in_range, [(0, 10), (10, 5)], timeout=30)
+    with pytest.raises(TimeoutError, match="1 of 1 threads unfinished"):
+        run_thread_per_task(time.sleep, [(1,)], timeout=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +256,20 @@ def test_in_worker_and_ready_report_the_process():
         ready(2.0)
 
 
-@pytest.mark.parametrize("model", ["sequential", "threads", "asyncio"])
+@pytest.mark.parametrize("model", ["sequential", "threads", "thread-per-task", "asyncio"])
 def test_run_in_this_process_io(server, model):
     report = run_in_this_process(model, "io", server.url, timeout=60)
     assert report["ok"] and report["done"] == IO_REQUESTS
     assert report["wall"] >= IO_REQUESTS * IO_DELAY / report["concurrency"]
     assert (report["startup"] > 0) == (model == "threads") and report["startup"] < report["wall"]
+    assert report["latencies"] == report["computes"] == []
+
+
+def test_run_in_this_process_mixed_records_latency_and_compute(server):
+    report = run_in_this_process("asyncio", "mixed", server.url, timeout=60)
+    assert report["ok"] and len(report["latencies"]) == len(report["computes"]) == compare.MIXED_TASKS
+    # One thread: the slowest GET waited behind the other chunks' computing.
+    assert max(report["latencies"]) >= 0.8 * (sum(report["computes"]) - max(report["computes"]))
 
 
 def test_gevent_model_refuses_to_run_unpatched():
@@ -168,12 +280,20 @@ def test_gevent_model_refuses_to_run_unpatched():
 def test_run_pair_gevent_mixed_in_a_fresh_process(server):
     result = run_pair("gevent", "mixed", server.url, timeout=60)
     assert isinstance(result, PairResult) and result.ok and result.done == compare.MIXED_TASKS
-    assert result.peak_mib > 1
+    assert result.peak_mib > 1 and result.p99 >= result.p50 >= IO_DELAY
 
 
-def test_script_starts_its_own_server_without_url():
+def test_run_pair_gevent_idle_holds_every_client_at_once():
+    with HoldServer(delay=IDLE_HOLD) as holder:
+        result = run_pair("gevent", "idle", holder.url, timeout=60)
+        assert result.ok and result.done == IDLE_CLIENTS and holder.served == IDLE_CLIENTS
+        assert holder.peak_in_flight > 10 * WORKERS and holder.errors == []
+
+
+@pytest.mark.parametrize("workload", ["io", "idle"])
+def test_script_starts_its_own_server_without_url(workload):
     proc = subprocess.run(
-        [sys.executable, "-m", "helpers.scripts.compare_models", "asyncio", "io"],
+        [sys.executable, "-m", "helpers.scripts.compare_models", "asyncio", workload],
         capture_output=True,
         text=True,
         timeout=60,
@@ -192,20 +312,37 @@ def test_physical_limits():
     limits = physical_limits(1.0, 2.0, cpus=2)
     assert limits["sequential"]["cpu"] == 1.0 and limits["processes"]["cpu"] == 0.5
     assert limits["threads"]["io"] == pytest.approx(IO_REQUESTS * IO_DELAY / 4)
-    assert limits["asyncio"]["io"] == pytest.approx(IO_DELAY)
+    assert limits["asyncio"]["io"] == limits["thread-per-task"]["io"] == pytest.approx(IO_DELAY)
     assert limits["sequential"]["idle"] == int(IDLE_BUDGET // IDLE_HOLD)
-    assert limits["gevent"]["idle"] == IDLE_CLIENTS
+    assert limits["gevent"]["idle"] == limits["thread-per-task"]["idle"] == IDLE_CLIENTS
     assert physical_limits(1.0, 2.0, cpus=1)["processes"]["cpu"] == 1.0
 
 
-def test_format_results_table_has_units():
-    rows = [
-        PairResult(m, "io", 1.0 if m == "sequential" else 0.5, 0.0, 0.1, 30_000, 64, 4, 64, True, "fork")
-        for m in MODELS
-    ]
+def _run(model, workload, wall, repeat, **extra):
+    fields = dict(startup=0.0, cpu=0.1, peak_kib=30_000, tasks=32, concurrency=4, done=32, ok=True)
+    fields.update(extra)
+    return PairResult(model, workload, wall, start_method="fork", repeat=repeat, **fields)
+
+
+def test_format_results_table_has_medians_spreads_and_units():
+    rows = [_run(m, "io", (1.0 if m == "sequential" else 0.5) + 0.01 * k, k) for m in MODELS for k in range(3)]
     table = format_results_table(rows, physical_limits(1.0, 2.0, 2))
     assert table.count("\n") == 1 + len(MODELS)
-    assert "2.00×" in table and "29.3 MiB" in table and "0.80 s" in table
+    assert "| io | threads | 0.51 s (0.50 s–0.52 s) |" in table and "3 of 3" in table
+    assert "29.3 MiB (29.3 MiB–29.3 MiB)" in table and "0.24 s" in table and "1.98× (1.96×–2.00×)" in table
+
+
+def test_spreads_and_comparisons():
+    a, b = spread([3, 1, 2]), spread([2.5, 4, 5])
+    assert (a.median, a.low, a.high, a.width) == (2, 1, 3, 2)
+    assert agree(a, b) and not clearly_less(a, b) and clearly_less(a, spread([3.5, 9]))
+    assert format_spread(a) == "2.00 s (1.00 s–3.00 s)" and format_spread(spread([0.012]), "×") == "0.01× (0.01×–0.01×)"
+    assert format_spread(spread([0.05])) == "50 ms (50 ms–50 ms)" and "KiB" in format_spread(a, "KiB")
+    rows = [_run("sequential", "io", 1.0 + k, k) for k in range(3)] + [_run("threads", "io", 0.5, k) for k in range(3)]
+    assert paired_ratios(rows, "io", "sequential", "threads").values == (2.0, 4.0, 6.0)
+    assert summarize(rows, lambda r: r.wall)["threads", "io"].median == 0.5
+    assert percentile([5, 1, 3, 2, 4], 50) == 3 and percentile(list(range(1, 101)), 99) == 99
+    assert percentile(list(range(16)), 99) == 15  # of 16 values, the slowest
 
 
 @pytest.mark.parametrize(
@@ -222,18 +359,29 @@ def test_format_results_table_has_units():
         (lambda: physical_limits(1.0, 1.0, 2.5), TypeError),
         (lambda: prime_chunks(10, 0), ValueError),
         (lambda: primes_below(-1), ValueError),
-        (lambda: serve_idle(1, -1, 0.0), ValueError),
+        (lambda: serve_idle("http://127.0.0.1:1", 0, 1, -1, 0.0), ValueError),
         (lambda: workload_tasks("disk", None, 0.0, 1), ValueError),
         (lambda: workload_tasks("cpu", None, 0.0, 0), ValueError),
         (lambda: workload_tasks("io", None, 0.0, 1), ValueError),  # no url
-        (lambda: serve_idle(1, 0.1, "soon"), TypeError),
+        (lambda: workload_tasks("idle", None, 0.0, 1), ValueError),  # no url
+        (lambda: serve_idle("http://127.0.0.1:1", 0, 1, 0.1, "soon"), TypeError),
+        (lambda: parse_response("HTTP/1.0 200 OK"), TypeError),
+        (lambda: percentile([], 50), ValueError),
+        (lambda: percentile([1], 0), ValueError),
+        (lambda: spread([]), ValueError),
+        (lambda: format_spread(1.0), TypeError),
+        (lambda: format_spread(spread([1]), "h"), ValueError),
+        (lambda: HoldServer(delay=-1), ValueError),
+        (lambda: raise_open_file_limit(-1), ValueError),
         (lambda: fetch_item(42), TypeError),
         (lambda: format_results_table([]), TypeError),
         (lambda: compare.markdown_table_to_html(None), TypeError),
         (lambda: compare.markdown_table_to_html("no table"), ValueError),
         (lambda: compare.plot_grid([1]), TypeError),
-        (lambda: compare.run_grid("http://127.0.0.1:1", models=[]), ValueError),
-        (lambda: compare.run_grid("http://127.0.0.1:1", repeat=0), ValueError),
+        (lambda: compare.run_grid({}, models=[]), ValueError),
+        (lambda: compare.run_grid({}, repeats=0), ValueError),
+        (lambda: compare.run_grid("http://127.0.0.1:1"), TypeError),
+        (lambda: compare.run_grid({}, servers={"io": "localhost"}), TypeError),
     ],
 )
 def test_bad_input(call, error):
@@ -253,19 +401,27 @@ def test_physical_limits_without_the_gil_and_for_mixed():
         physical_limits(1.0, 2.0, cpus=2, gil="yes")
 
 
-def test_run_grid_keeps_the_fastest_of_repeated_runs():
-    results = compare.run_grid("http://127.0.0.1:1", models=["asyncio"], workloads=["idle"], repeat=2)
-    assert len(results) == 1 and results[0].ok and results[0].done == IDLE_CLIENTS
+def test_run_grid_interleaves_and_keeps_every_run():
+    results = compare.run_grid({}, models=["sequential", "asyncio"], workloads=["cpu"], repeats=3)
+    assert [(r.repeat, r.model) for r in results] == [
+        (0, "sequential"),
+        (0, "asyncio"),
+        (1, "asyncio"),
+        (1, "sequential"),
+        (2, "sequential"),
+        (2, "asyncio"),
+    ]
+    assert all(r.ok for r in results) and compare.rotated(MODELS, 7)[0] == MODELS[1]
 
 
 def test_run_grid_records_the_servers_peak_per_run():
     with DelayServer(delay=0.05) as server:
-        results = compare.run_grid(server.url, models=["asyncio", "threads"], workloads=["io"], server=server)
+        results = compare.run_grid(
+            {"io": server.url}, models=["asyncio", "threads"], workloads=["io"], repeats=1, servers={"io": server}
+        )
         assert server.served == 2 * compare.IO_REQUESTS
     peaks = {r.model: r.server_peak for r in results}
     assert peaks["threads"] == compare.WORKERS and peaks["asyncio"] > compare.WORKERS
-    with pytest.raises(TypeError, match="DelayServer"):
-        compare.run_grid("http://127.0.0.1:1", server="localhost")
 
 
 def test_markdown_table_to_html():
@@ -308,15 +464,18 @@ def test_warm_up_waits_for_every_thread():
 
 
 def test_run_pair_timeout_stops_the_pool_workers_too():
-    # The processes model on the idle workload runs its pool for about 2 s: time it out at 1.5 s.
-    # Every process the child started (its 4 workers, and the resource tracker once it has
-    # cleaned up) must be gone, and run_pair must not wait for them (orphans would hold its pipes).
+    # The processes model fetches from a server that accepts connections and never answers, so
+    # its 4 workers block in recv: time it out at 3 s. Every process the child started (its 4
+    # workers, and the resource tracker once it has cleaned up) must be gone, and run_pair must
+    # not wait for them (orphans would hold its pipes).
     seen: set[int] = set()
     outcome: list[BaseException] = []
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)  # the kernel accepts; nobody answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
 
     def run() -> None:
         try:
-            run_pair("processes", "idle", start_method="spawn", timeout=1.5)
+            run_pair("processes", "io", url, start_method="spawn", timeout=3)
         except BaseException as error:
             outcome.append(error)
 
@@ -327,6 +486,7 @@ def test_run_pair_timeout_stops_the_pool_workers_too():
         seen.update(_pair_processes())
         time.sleep(0.02)
     runner.join(timeout=10)
+    silent.close()
     survivors = []
     for pid in seen:
         try:
