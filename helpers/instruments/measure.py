@@ -63,6 +63,34 @@ def usable_cpus() -> int:
     return count or 1
 
 
+def spare_cpus(seconds: float = 0.5) -> float:
+    """How many CPUs of the whole machine sat idle, on average, over the next ``seconds``.
+
+    Read from the system-wide CPU times (``psutil.cpu_times()``: idle, plus iowait on Linux)
+    before and after a sleep, so it counts every process on the machine, this one included.
+    A claim that needs a free CPU (a second process computing beside the first) can be
+    asserted only when this says one was free: beside another job, it cannot be shown.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
+    if not 0.05 <= seconds <= 10:
+        raise ValueError(f"seconds must be between 0.05 and 10, got {seconds}")
+    import psutil
+
+    def idle_and_total() -> tuple[float, float]:
+        times = psutil.cpu_times()
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        return idle, sum(times)
+
+    idle_before, total_before = idle_and_total()
+    time.sleep(seconds)
+    idle_after, total_after = idle_and_total()
+    elapsed = total_after - total_before
+    if elapsed <= 0:
+        return 0.0
+    return (idle_after - idle_before) / elapsed * (psutil.cpu_count() or 1)
+
+
 def gil_enabled() -> bool:
     """False only on a free-threaded build (3.13t+) running with the GIL off."""
     check = getattr(sys, "_is_gil_enabled", None)

@@ -131,3 +131,31 @@ def test_pool_runs_helpers_under_spawn():
         assert pool.map(square, range(5), chunksize=1) == [0, 1, 4, 9, 16]
         rec = pool.apply_async(timed_task, (1, 0.0, 10)).get(timeout=60)
     assert rec.result == 4
+
+
+def test_spare_cpus_sees_a_busy_loop():
+    """One process spinning on a CPU takes about one CPU off the machine's idle count."""
+    import subprocess
+    import sys
+
+    from helpers.instruments.measure import spare_cpus
+
+    quiet = spare_cpus(0.3)
+    if quiet < 1.0:
+        pytest.skip(f"no CPU was idle to take ({quiet:.2f} spare): the machine is busy")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        busy = spare_cpus(0.3)
+    finally:
+        spinner.kill()
+        spinner.wait(timeout=10)
+    assert 0 <= busy <= quiet and quiet - busy > 0.5, (quiet, busy)
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (11, ValueError), ("1", TypeError), (True, TypeError)])
+def test_spare_cpus_rejects_bad_seconds(bad, error):
+    from helpers.instruments.measure import spare_cpus
+
+    with pytest.raises(error):
+        spare_cpus(bad)
