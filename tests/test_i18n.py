@@ -37,12 +37,12 @@ HOW = "update the catalog: python scripts/i18n.py sync, then status (CONTRIBUTIN
 @pytest.mark.parametrize("source", SOURCES)
 def test_every_piece_is_translated_and_current(source):
     found = i18n.problems(source)
-    assert not found, "\n".join([p.describe() for p in found[:20]] + [HOW])
+    assert not found, "\n".join([*(p.describe() for p in found[:20]), HOW])
 
 
 def test_the_generated_edition_is_what_generation_writes_now():
     found = i18n.differences()
-    assert not found, "\n".join(found + ["run: python scripts/i18n.py build (make book does)"])
+    assert not found, "\n".join([*found, "run: python scripts/i18n.py build (make book does)"])
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS)
@@ -50,7 +50,9 @@ def test_chinese_code_cells_and_outputs_are_the_english_ones(source):
     english = json.loads((ROOT / source).read_text(encoding="utf-8"))
     chinese = json.loads((ROOT / "zh" / source).read_text(encoding="utf-8"))
     assert chinese["metadata"] == english["metadata"]
-    assert [(c["id"], c["cell_type"]) for c in chinese["cells"]] == [(c["id"], c["cell_type"]) for c in english["cells"]]
+    assert [(c["id"], c["cell_type"]) for c in chinese["cells"]] == [
+        (c["id"], c["cell_type"]) for c in english["cells"]
+    ]
     for theirs, ours in zip(english["cells"], chinese["cells"]):
         if theirs["cell_type"] == "code":
             assert ours == theirs, f"{source}: code cell {theirs['id']} differs from the English"
@@ -140,7 +142,9 @@ def _translate_all(source: str, prefix: str = "中文：") -> None:
     for entry in catalog["entries"].values():
         if not entry["zh"]:
             english = entry["en"]
-            entry["zh"] = english.replace("First paragraph.", "第一段。").replace("Uses", "使用").replace("# ", "# 中文 ")
+            entry["zh"] = (
+                english.replace("First paragraph.", "第一段。").replace("Uses", "使用").replace("# ", "# 中文 ")
+            )
     i18n.save_catalog(source, catalog)
 
 
