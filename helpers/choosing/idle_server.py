@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import resource
+import os
 import threading
 from urllib.parse import parse_qs, urlsplit
+
+try:
+    import resource
+except ImportError:  # Windows has no resource module
+    resource = None
 
 __all__ = ["BACKLOG", "HOLD_THREAD_NAME", "HoldServer", "raise_open_file_limit"]
 
@@ -38,6 +43,15 @@ def raise_open_file_limit(needed: int) -> int:
     """
     if isinstance(needed, bool) or not isinstance(needed, int) or needed < 0:
         raise ValueError(f"needed must be a non-negative int, got {needed!r}")
+    if resource is None:  # Windows: no such limit to raise
+        return needed
+    # On top of the descriptors already open (a Jupyter kernel holds dozens of its own).
+    for fd_dir in ("/proc/self/fd", "/dev/fd"):
+        try:
+            needed += len(os.listdir(fd_dir))
+            break
+        except OSError:
+            continue
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
